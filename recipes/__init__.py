@@ -1,0 +1,1 @@
+"""Recipes: what runs (data, the training engine, the command-line verbs)."""

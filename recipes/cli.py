@@ -1,0 +1,64 @@
+"""The one command-line mechanism: `headstart VERB ...` (and `python -m recipes VERB ...`).
+
+Each verb is a module in `recipes/` with three things at its top level:
+`add_arguments(parser)`, `run(args) -> int` and a docstring whose first line is the
+verb's help. Verb modules import TensorFlow only inside `run`, so argument errors are
+reported in well under a second.
+
+Bad input is one line on stderr and exit status 2, with no traceback: argparse errors,
+and any `UsageError` raised while a verb validates its options.
+"""
+
+import argparse
+import importlib
+import sys
+
+# Verb name -> module. The order is the order of `headstart --help`.
+VERBS = {
+    "list": "recipes.list_cmd",
+}
+
+USAGE_EXIT_STATUS = 2
+
+
+class UsageError(ValueError):
+    """A command-line option is wrong; the message says what and how to fix it."""
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse prints the whole usage block on error; we print one line instead."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def build_parser():
+    parser = _OneLineParser(
+        prog="headstart",
+        description="Keras 3 recipes for transfer learning: fine-tuning, tuner "
+        "searches and training-dynamics studies.",
+    )
+    subparsers = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_OneLineParser)
+    subparsers.required = True
+    for verb, module_name in VERBS.items():
+        module = importlib.import_module(module_name)
+        help_line = (module.__doc__ or "").strip().splitlines()[0]
+        verb_parser = subparsers.add_parser(verb, help=help_line, description=module.__doc__,
+                                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(verb_parser)
+        verb_parser.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return args._run(args) or 0
+    except UsageError as error:
+        print(f"headstart: error: {error}", file=sys.stderr)
+        return USAGE_EXIT_STATUS
+
+
+if __name__ == "__main__":
+    sys.exit(main())
