@@ -13,16 +13,14 @@ import argparse
 import importlib
 import sys
 
+from recipes.errors import UsageError
+
 # Verb name -> module. The order is the order of `headstart --help`.
 VERBS = {
     "list": "recipes.list_cmd",
 }
 
 USAGE_EXIT_STATUS = 2
-
-
-class UsageError(ValueError):
-    """A command-line option is wrong; the message says what and how to fix it."""
 
 
 class _OneLineParser(argparse.ArgumentParser):
