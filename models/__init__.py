@@ -1,0 +1,19 @@
+"""Models: what is built (builders, initializers, regularizers, heads, registry).
+
+    import models
+    model = models.create_model("resnet20", input_shape=(32, 32, 3), num_classes=10)
+    model.get_layer("backbone"), model.get_layer("head")
+"""
+
+from models import initializers, regularizers
+from models.autoencoder import build_autoencoder
+from models.cnn import build_cnn
+from models.heads import attach_head, build_head
+from models.mlp import build_mlp
+from models.registry import create_model, describe_model, list_models
+from models.resnet import build_resnet
+
+__all__ = [
+    "attach_head", "build_autoencoder", "build_cnn", "build_head", "build_mlp", "build_resnet",
+    "create_model", "describe_model", "initializers", "list_models", "regularizers",
+]

@@ -1,0 +1,40 @@
+"""Small building blocks the builders share: resolved initializers and the conv/dense units."""
+
+from keras import layers
+
+from models import initializers, regularizers
+from models.activations import activation_layer
+
+
+def resolve_weights_options(kernel_initializer, kernel_regularizer, activation):
+    """Resolve the builders' initializer and regularizer arguments once, with the activation's gain."""
+    return (
+        initializers.get(kernel_initializer, activation=activation),
+        regularizers.get(kernel_regularizer),
+    )
+
+
+def dense_unit(x, units, *, activation, batch_norm, dropout, initializer, regularizer, name):
+    """Dense -> (BatchNorm) -> activation -> (Dropout), each a named layer."""
+    # With batch norm right after, the Dense bias is redundant (BN's beta replaces it).
+    x = layers.Dense(units, use_bias=not batch_norm, kernel_initializer=initializer,
+                     kernel_regularizer=regularizer, name=f"{name}_dense")(x)
+    if batch_norm:
+        x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = activation_layer(activation, name=f"{name}_act")(x)
+    if dropout:
+        x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
+    return x
+
+
+def conv_unit(x, filters, *, kernel_size=3, strides=1, activation, batch_norm, initializer,
+              regularizer, name, gamma_initializer="ones"):
+    """Conv2D ('same' padding) -> (BatchNorm) -> activation (skipped when activation is None)."""
+    x = layers.Conv2D(filters, kernel_size, strides=strides, padding="same", use_bias=not batch_norm,
+                      kernel_initializer=initializer, kernel_regularizer=regularizer,
+                      name=f"{name}_conv")(x)
+    if batch_norm:
+        x = layers.BatchNormalization(gamma_initializer=gamma_initializer, name=f"{name}_bn")(x)
+    if activation is not None:
+        x = activation_layer(activation, name=f"{name}_act")(x)
+    return x
