@@ -1,0 +1,264 @@
+"""EarlyStopping: stop when the monitored value stops improving, and go back to the best epoch."""
+
+import math
+import warnings
+
+import keras
+
+REASONS = ("patience", "non_finite", "diverged", "target_reached")
+
+
+class EarlyStopping(keras.callbacks.Callback):
+    """Stop training when a monitored value stops improving; end with the best epoch's weights.
+
+    At the end of each epoch the monitored value (any key of the epoch logs, e.g.
+    `"val_loss"` or `"val_accuracy"`) is compared with the best so far. Training stops for
+    the first of these reasons, recorded in `stop_reason`:
+
+    - `"non_finite"`: the monitored value or the training loss is NaN or infinite (checked
+      after every batch and every epoch when `check_finite`); the epoch's weights are
+      useless, so the best weights (or, before any epoch finished, those from the start of
+      training) are restored.
+    - `"target_reached"`: the monitored value is at least as good as `stopping_threshold`.
+    - `"diverged"`: the monitored value is worse than `divergence_threshold`.
+    - `"patience"`: `patience` epochs have passed without an improvement (by more than
+      `min_delta`) that also beats `baseline`.
+
+    With `restore_best_weights`, training always ends with the weights of the best epoch,
+    the point before the monitored value started to get worse: after an early stop for any
+    reason, and also when `fit` runs out of epochs after the best one (Keras 3 does the same).
+    Epochs before `start_from_epoch` are not judged (no best, no patience, no thresholds),
+    but a non-finite value stops training during them too.
+
+    What happened is kept for the recipe to print and save: `stop_reason` (one of `REASONS`,
+    or `None` if training ran all its epochs), `stopped_epoch`, `best_epoch`, `best_value`,
+    `restored_from` (`"best_epoch"`, `"train_begin"` or `None`) and `summary()`, a
+    JSON-ready dict with a one-line `"message"`. Epoch indices count from 0, as in
+    `history.epoch`; the message counts from 1, as the progress bar does.
+
+    All state is reset in `on_train_begin`, so one instance can serve several `fit` calls
+    and keras-tuner trials (which deep-copy it).
+
+    Args:
+        monitor: Key of the epoch logs to watch. Defaults to `"val_loss"`.
+        mode: `"min"`, `"max"`, or `"auto"` to take the direction from the metric (losses go
+            down; Keras metrics know their direction). Defaults to `"auto"`.
+        patience: Epochs without improvement after which training stops. Defaults to `5`.
+        min_delta: Smallest change that counts as an improvement. Defaults to `0.0`.
+        min_delta_mode: `"absolute"`, or `"relative"` to read `min_delta` as a fraction of
+            the best value so far. Defaults to `"absolute"`.
+        start_from_epoch: Epochs to wait before judging the monitored value (a warm-up in
+            which no improvement is expected). Defaults to `0`.
+        restore_best_weights: End training with the best epoch's weights. Defaults to `True`.
+        baseline: A value to beat: the patience count is only reset by epochs that improve
+            on both the best value and `baseline`. Defaults to `None`.
+        check_finite: Stop at once on a NaN or infinite monitored value or loss. Defaults
+            to `True`.
+        divergence_threshold: Stop at once when the monitored value is worse than this.
+            Defaults to `None`.
+        stopping_threshold: Stop at once when the monitored value reaches this. Defaults to
+            `None`.
+        verbose: `1` prints the summary message when training ends. Defaults to `0`.
+
+    Example:
+
+    >>> early_stopping = EarlyStopping(monitor="val_loss", patience=3)
+    >>> model.fit(x, y, validation_split=0.2, epochs=100, callbacks=[early_stopping])
+    >>> early_stopping.summary()["message"]
+    'Stopped at epoch 9: val_loss did not improve for 3 epochs. Restored the weights of epoch 6 (val_loss=0.3127).'
+    """
+
+    # Only reads the batch's loss and sets flags, so Keras may run it off the main thread.
+    async_safe = True
+
+    def __init__(self, monitor="val_loss", mode="auto", patience=5, min_delta=0.0, min_delta_mode="absolute",
+                 start_from_epoch=0, restore_best_weights=True, baseline=None, check_finite=True,
+                 divergence_threshold=None, stopping_threshold=None, verbose=0):
+        super().__init__()
+        if not isinstance(monitor, str) or not monitor:
+            raise ValueError(f"`monitor` must be the name of a logged metric. Received: monitor={monitor!r}")
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(f"`mode` must be one of 'auto', 'min', 'max'. Received: mode={mode!r}")
+        for name, value in (("patience", patience), ("start_from_epoch", start_from_epoch)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"`{name}` must be an integer >= 0. Received: {name}={value!r}")
+        if not _is_number(min_delta) or min_delta < 0:
+            raise ValueError(f"`min_delta` must be a finite number >= 0. Received: min_delta={min_delta!r}")
+        if min_delta_mode not in ("absolute", "relative"):
+            raise ValueError("`min_delta_mode` must be 'absolute' or 'relative'. "
+                             f"Received: min_delta_mode={min_delta_mode!r}")
+        for name, value in (("baseline", baseline), ("divergence_threshold", divergence_threshold),
+                            ("stopping_threshold", stopping_threshold)):
+            if value is not None and not _is_number(value):
+                raise ValueError(f"`{name}` must be a finite number or None. Received: {name}={value!r}")
+        if mode != "auto" and divergence_threshold is not None and stopping_threshold is not None:
+            if not _better(stopping_threshold, divergence_threshold, mode):
+                raise ValueError(f"In mode '{mode}', `stopping_threshold` must be better than `divergence_threshold`. "
+                                 f"Received: stopping_threshold={stopping_threshold!r}, "
+                                 f"divergence_threshold={divergence_threshold!r}")
+        self.monitor = monitor
+        self.mode = mode
+        self.patience = patience
+        self.min_delta = min_delta
+        self.min_delta_mode = min_delta_mode
+        self.start_from_epoch = start_from_epoch
+        self.restore_best_weights = restore_best_weights
+        self.baseline = baseline
+        self.check_finite = check_finite
+        self.divergence_threshold = divergence_threshold
+        self.stopping_threshold = stopping_threshold
+        self.verbose = verbose
+        self._reset()
+
+    def _reset(self):
+        self.stop_reason = None
+        self.stopped_epoch = None
+        self.best_epoch = None
+        self.best_value = None
+        self.best_weights = None
+        self.restored_from = None
+        self.wait = 0
+        self._direction = None if self.mode == "auto" else self.mode
+        self._detail = ""
+        self._epoch = 0
+        self._last_epoch = None
+        self._initial_weights = None
+        self._warned_missing = False
+
+    def on_train_begin(self, logs=None):
+        # Allow instances to be re-used across `model.fit()` calls.
+        self._reset()
+        if self.restore_best_weights and self.check_finite:
+            # A NaN in the first epoch leaves no best epoch to go back to: keep the start.
+            self._initial_weights = self.model.get_weights()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.check_finite and self.stop_reason is None:
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(loss):
+                self._stop(self._epoch, "non_finite", f"loss became {loss} during the epoch")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.stop_reason is not None:
+            return  # stopped during this epoch; its values say nothing about the weights to keep
+        self._last_epoch = epoch
+        logs = logs or {}
+        if self.check_finite:
+            for key in dict.fromkeys((self.monitor, "loss")):
+                if key in logs and not math.isfinite(logs[key]):
+                    self._stop(epoch, "non_finite", f"{key} became {logs[key]}")
+                    return
+        current = logs.get(self.monitor)
+        if current is None:
+            if not self._warned_missing:
+                self._warned_missing = True
+                warnings.warn(f"EarlyStopping is monitoring `{self.monitor}`, which is not in the logs, so it will not "
+                              f"stop training. Available keys: {', '.join(sorted(logs)) or 'none'}. Received: "
+                              f"monitor={self.monitor!r}", stacklevel=2)
+            return
+        if epoch < self.start_from_epoch:
+            return
+        if self._direction is None:
+            self._direction = self._infer_direction()
+        current = float(current)
+
+        self.wait += 1
+        if self.best_value is None or self._improves_on(current, self.best_value):
+            self.best_value, self.best_epoch = current, epoch
+            if self.restore_best_weights:
+                self.best_weights = self.model.get_weights()
+            if self.baseline is None or self._improves_on(current, self.baseline):
+                self.wait = 0
+
+        if self.stopping_threshold is not None and not _better(self.stopping_threshold, current, self._direction):
+            self._stop(epoch, "target_reached",
+                       f"{self.monitor}={current:.4g} reached stopping_threshold={self.stopping_threshold:g}")
+        elif self.divergence_threshold is not None and _better(self.divergence_threshold, current, self._direction):
+            self._stop(epoch, "diverged",
+                       f"{self.monitor}={current:.4g} is worse than divergence_threshold={self.divergence_threshold:g}")
+        elif self.wait > 0 and self.wait >= self.patience:
+            self._stop(epoch, "patience", f"{self.monitor} did not improve for {self.wait} epoch{'s' if self.wait > 1 else ''}"
+                       + ("" if self.baseline is None else f" beyond baseline={self.baseline:g}"))
+
+    def on_train_end(self, logs=None):
+        if self.restore_best_weights:
+            weights_are_bad = self.stop_reason == "non_finite"
+            if self.best_weights is not None and (weights_are_bad or self.best_epoch != self._last_epoch):
+                self.model.set_weights(self.best_weights)
+                self.restored_from = "best_epoch"
+            elif self.best_weights is None and weights_are_bad and self._initial_weights is not None:
+                self.model.set_weights(self._initial_weights)
+                self.restored_from = "train_begin"
+        self._initial_weights = None
+        if self.verbose > 0:
+            print(self.summary()["message"])
+
+    def summary(self):
+        """What happened, as a JSON-ready dict: the attributes above plus a one-line message."""
+        return {
+            "monitor": self.monitor,
+            "mode": self._direction or self.mode,
+            "stop_reason": self.stop_reason,
+            "stopped_epoch": self.stopped_epoch,
+            "best_epoch": self.best_epoch,
+            "best_value": self.best_value,
+            "restored_from": self.restored_from,
+            "message": self._message(),
+        }
+
+    def _message(self):
+        if self.stop_reason is None:
+            message = "Ran all epochs."
+        else:
+            message = f"Stopped at epoch {self.stopped_epoch + 1}: {self._detail}."
+        if self.best_epoch is not None:
+            best = f"epoch {self.best_epoch + 1} ({self.monitor}={self.best_value:.4g})"
+            if self.restored_from == "best_epoch":
+                message += f" Restored the weights of {best}."
+            else:
+                message += f" Best: {best}."
+        elif self.restored_from == "train_begin":
+            message += " Restored the weights from the start of training."
+        return message
+
+    def _stop(self, epoch, reason, detail):
+        self.stop_reason, self.stopped_epoch, self._detail = reason, epoch, detail
+        self.model.stop_training = True
+
+    def _improves_on(self, current, reference):
+        if self.min_delta_mode == "relative":
+            delta = self.min_delta * abs(reference)
+        else:
+            delta = self.min_delta
+        if self._direction == "min":
+            return current < reference - delta
+        return current > reference + delta
+
+    def _infer_direction(self):
+        name = self.monitor.removeprefix("val_")
+        if name == "loss" or name.endswith("_loss"):
+            return "min"
+        for metric in _compiled_metrics(self.model):
+            # Keras metrics carry "up" or "down"; ours follow the same convention.
+            if metric.name == name and getattr(metric, "_direction", None) in ("up", "down"):
+                return "max" if metric._direction == "up" else "min"
+        raise ValueError(f"EarlyStopping cannot tell whether `{self.monitor}` should go up or down: pass "
+                         f"mode='min' or mode='max'. Received: monitor={self.monitor!r}, mode='auto'")
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _better(value, reference, direction):
+    """Whether `value` is strictly better than `reference` in `direction` ("min" or "max")."""
+    return value < reference if direction == "min" else value > reference
+
+
+def _compiled_metrics(model):
+    for metric in getattr(model, "metrics", []):
+        # compile() wraps the user's metrics in containers that hold them in `.metrics`.
+        yield from getattr(metric, "metrics", None) or [metric]
