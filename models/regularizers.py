@@ -155,9 +155,10 @@ class L2SP(keras.regularizers.Regularizer):
             if existing is not None:
                 existing.assign(value)
                 return
-            anchor = keras.Variable(
-                value, trainable=False, dtype=variable.dtype, name="l2sp_anchor"
-            )
+            # A TensorFlow variable, not a Keras one: under a distribution strategy Keras
+            # first calls regularizers in a stateless scope, where it forbids creating its
+            # own variables.
+            anchor = tf.Variable(value, trainable=False, name="l2sp_anchor")
         self._anchors.setdefault(variable.path, []).append((weakref.ref(variable), anchor))
 
     def __call__(self, x):

@@ -203,6 +203,23 @@ def test_training_with_large_alpha_stays_near_the_anchor():
     assert penalty == pytest.approx(5.0 * squared_distance(anchored), rel=1e-4)
 
 
+def test_l2sp_anchors_lazily_under_a_distribution_strategy():
+    # With a strategy, Keras builds the loss symbolically (in a stateless scope) first.
+    import tensorflow as tf
+
+    features = RNG.normal(size=(16, 4)).astype("float32")
+    targets = RNG.normal(size=(16, 3)).astype("float32")
+    with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
+        model = _mlp(L2SP(1.0))
+        starts = [kernel.numpy() for kernel in _kernels(model)]
+        model.compile(keras.optimizers.SGD(0.05), "mse")
+    model.fit(features, targets, epochs=2, batch_size=8, verbose=0)
+
+    expected = sum(np.square(k.numpy() - s).sum() for k, s in zip(_kernels(model), starts))
+    assert expected > 0
+    assert sum(_value(loss) for loss in model.losses) == pytest.approx(expected, rel=1e-4)
+
+
 def test_re_anchoring_reaches_an_already_traced_step():
     features = RNG.normal(size=(16, 4)).astype("float32")
     targets = RNG.normal(size=(16, 3)).astype("float32")
