@@ -13,6 +13,7 @@ model without giving same-shaped layers identical weights.
 """
 
 import math
+import numbers
 
 import keras
 
@@ -400,7 +401,7 @@ def get(identifier, activation=None):
     """
     if activation is not None:
         check_activation(activation)
-    if identifier is None or identifier == "auto":
+    if identifier is None or (isinstance(identifier, str) and identifier == "auto"):
         return auto(activation)
     if isinstance(identifier, keras.initializers.Initializer):
         return identifier
@@ -415,7 +416,9 @@ def get(identifier, activation=None):
 
 
 def _is_finite_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return (
+        isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    )
 
 
 def _check_negative_slope(negative_slope):
