@@ -1,0 +1,104 @@
+"""A folder of images, one sub-folder per class: listed cheaply, pre-scanned with PIL, decoded by tf.data.
+
+    flowers/
+      daisy/   a.jpg b.png ...
+      tulip/   c.jpg nested/d.gif ...
+
+Class names are the sub-folder names, sorted (labels follow that order, as in
+`keras.utils.image_dataset_from_directory`); images in nested folders belong to their
+top-level class. Any size, RGB, RGBA or grayscale; GIFs give their first frame.
+
+Why a pre-scan: a file TensorFlow cannot decode stops `image_dataset_from_directory`
+with an error in the middle of an epoch. Each file is checked once with PIL (JPEGs are
+decoded at 1/8 scale, PNGs have their checksums verified; about 1 ms a file), and every
+file that fails is named in one `SkippedImageWarning` (Python `warnings`) and left out.
+Should TensorFlow still fail on a file that passed, the pipeline skips it and TensorFlow
+logs the error. Only paths are held in memory: images are read and decoded inside the
+tf.data pipeline, so a large folder streams from disk.
+"""
+
+import concurrent.futures
+import os
+import warnings
+
+import numpy as np
+
+# The formats tf.io.decode_image reads; other files in the class folders are ignored.
+IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+DECODABLE_FORMATS = ("BMP", "GIF", "JPEG", "PNG")
+# PIL releases the GIL while decoding, so a few threads speed up the pre-scan.
+SCAN_THREADS = min(8, os.cpu_count() or 1)
+
+
+class SkippedImageWarning(UserWarning):
+    """A file in an image folder could not be decoded and was left out."""
+
+
+def list_images(path):
+    """(class_names, paths, labels) of an image folder, without opening any image.
+
+    Hidden files and folders (".name") are ignored, as are files whose extension is not
+    one of `IMAGE_EXTENSIONS`.
+    """
+    class_names = sorted(entry.name for entry in os.scandir(path)
+                         if entry.is_dir() and not entry.name.startswith("."))
+    paths, labels = [], []
+    for label, class_name in enumerate(class_names):
+        for root, folders, files in os.walk(os.path.join(path, class_name), followlinks=True):
+            folders[:] = sorted(folder for folder in folders if not folder.startswith("."))
+            for file in sorted(files):
+                if not file.startswith(".") and file.lower().endswith(IMAGE_EXTENSIONS):
+                    paths.append(os.path.join(root, file))
+                    labels.append(label)
+    return class_names, np.array(paths, dtype=str), np.array(labels, dtype=np.int64)
+
+
+def read(spec):
+    """The images of `spec`'s folder, minus undecodable files, split and selected: a `pipeline.Records`."""
+    from recipes.data import pipeline
+
+    class_names, paths, labels = list_images(spec.location)
+    decodable = np.array(_scan(paths), dtype=bool)
+    return pipeline.records_from_arrays(paths[decodable], labels[decodable], class_names, spec,
+                                        decode=_decode_file, decode_may_fail=True)
+
+
+def _scan(paths):
+    """Whether each file decodes; warns once per file that does not."""
+    paths = [str(path) for path in paths]
+    with concurrent.futures.ThreadPoolExecutor(SCAN_THREADS) as pool:
+        problems = list(pool.map(_why_undecodable, paths))
+    for path, problem in zip(paths, problems):
+        if problem:
+            warnings.warn(f"Skipping {path}: cannot decode it as an image ({problem}).",
+                          SkippedImageWarning, stacklevel=4)
+    return [problem is None for problem in problems]
+
+
+def _why_undecodable(path):
+    """None if PIL can read `path` as a format TensorFlow decodes, else the reason."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            if image.format not in DECODABLE_FORMATS:
+                return f"{image.format} is not one of {', '.join(DECODABLE_FORMATS)}"
+            if image.format == "PNG":
+                # Checks every chunk's CRC, which catches truncation, without inflating
+                # the pixels (a full decode costs ~10x more).
+                image.verify()
+            else:
+                # `verify()` misses truncated JPEGs, BMPs and GIFs, so decode them; `draft`
+                # lets a JPEG decode at 1/8 scale, which still reads every byte.
+                image.draft("RGB", (1, 1))
+                image.load()
+    except Exception as error:  # PIL raises many types for bad files; all mean "skip it".
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def _decode_file(path):
+    import tensorflow as tf
+
+    # channels=3 turns grayscale into RGB and drops an alpha channel, whatever the file holds.
+    return tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
