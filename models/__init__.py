@@ -5,7 +5,7 @@
     model.get_layer("backbone"), model.get_layer("head")
 """
 
-from models import initializers, regularizers
+from models import initializers, lsuv, regularizers
 from models.autoencoder import build_autoencoder
 from models.cnn import build_cnn
 from models.heads import attach_head, build_head
@@ -15,5 +15,5 @@ from models.resnet import build_resnet
 
 __all__ = [
     "attach_head", "build_autoencoder", "build_cnn", "build_head", "build_mlp", "build_resnet",
-    "create_model", "describe_model", "initializers", "list_models", "regularizers",
+    "create_model", "describe_model", "initializers", "list_models", "lsuv", "regularizers",
 ]

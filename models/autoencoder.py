@@ -12,7 +12,7 @@ import keras
 from keras import layers
 
 from models.activations import activation_layer, check_activation
-from models.blocks import conv_unit, dense_unit, resolve_weights_options
+from models.blocks import conv_unit, dense_unit, fresh, resolve_weights_options
 from models.validation import (check_choice, check_dropout, check_input_shape, check_positive_int,
                                check_positive_ints)
 
@@ -69,7 +69,7 @@ def build_autoencoder(input_shape=(32, 32, 1), *, kind="conv", latent_dim=32, hi
         x = layers.Flatten(name="flatten")(encoder_in)
         for index, units in enumerate(hidden_units, start=1):
             x = dense_unit(x, units, dropout=dropout, name=f"encoder{index}", **unit)
-        code = layers.Dense(latent_dim, kernel_initializer=initializer, kernel_regularizer=regularizer,
+        code = layers.Dense(latent_dim, kernel_initializer=fresh(initializer), kernel_regularizer=regularizer,
                             name="code")(x)
         decoder_in = keras.Input(shape=(latent_dim,), name="code_in")
         y = decoder_in
@@ -92,16 +92,16 @@ def build_autoencoder(input_shape=(32, 32, 1), *, kind="conv", latent_dim=32, hi
             x = conv_unit(x, stage_filters, strides=2, name=f"encoder{index}", **unit)
         feature_map_shape = tuple(x.shape[1:])
         x = layers.Flatten(name="flatten")(x)
-        code = layers.Dense(latent_dim, kernel_initializer=initializer, kernel_regularizer=regularizer,
+        code = layers.Dense(latent_dim, kernel_initializer=fresh(initializer), kernel_regularizer=regularizer,
                             name="code")(x)
         decoder_in = keras.Input(shape=(latent_dim,), name="code_in")
-        y = layers.Dense(math.prod(feature_map_shape), kernel_initializer=initializer,
+        y = layers.Dense(math.prod(feature_map_shape), kernel_initializer=fresh(initializer),
                          kernel_regularizer=regularizer, name="decoder_dense")(decoder_in)
         y = activation_layer(activation, name="decoder_dense_act")(y)
         y = layers.Reshape(feature_map_shape, name="decoder_reshape")(y)
         for index, stage_filters in enumerate(reversed(filters), start=1):
             y = layers.Conv2DTranspose(stage_filters, 3, strides=2, padding="same",
-                                       kernel_initializer=initializer, kernel_regularizer=regularizer,
+                                       kernel_initializer=fresh(initializer), kernel_regularizer=regularizer,
                                        name=f"decoder{index}_deconv")(y)
             y = activation_layer(activation, name=f"decoder{index}_act")(y)
         y = layers.Conv2D(input_shape[-1], 3, padding="same", name="reconstruction_conv")(y)

@@ -14,10 +14,21 @@ def resolve_weights_options(kernel_initializer, kernel_regularizer, activation):
     )
 
 
+def fresh(initializer):
+    """A copy of `initializer` for one layer.
+
+    Keras' unseeded initializer instances repeat their values on every call, so one
+    instance shared by several same-shaped layers would give them identical kernels
+    (the symmetry the lecture material warns about). A copy per layer avoids it; a
+    seeded initializer still repeats, as the user asked for by seeding it.
+    """
+    return initializer.__class__.from_config(initializer.get_config())
+
+
 def dense_unit(x, units, *, activation, batch_norm, dropout, initializer, regularizer, name):
     """Dense -> (BatchNorm) -> activation -> (Dropout), each a named layer."""
     # With batch norm right after, the Dense bias is redundant (BN's beta replaces it).
-    x = layers.Dense(units, use_bias=not batch_norm, kernel_initializer=initializer,
+    x = layers.Dense(units, use_bias=not batch_norm, kernel_initializer=fresh(initializer),
                      kernel_regularizer=regularizer, name=f"{name}_dense")(x)
     if batch_norm:
         x = layers.BatchNormalization(name=f"{name}_bn")(x)
@@ -31,7 +42,7 @@ def conv_unit(x, filters, *, kernel_size=3, strides=1, activation, batch_norm, i
               regularizer, name, gamma_initializer="ones"):
     """Conv2D ('same' padding) -> (BatchNorm) -> activation (skipped when activation is None)."""
     x = layers.Conv2D(filters, kernel_size, strides=strides, padding="same", use_bias=not batch_norm,
-                      kernel_initializer=initializer, kernel_regularizer=regularizer,
+                      kernel_initializer=fresh(initializer), kernel_regularizer=regularizer,
                       name=f"{name}_conv")(x)
     if batch_norm:
         x = layers.BatchNormalization(gamma_initializer=gamma_initializer, name=f"{name}_bn")(x)

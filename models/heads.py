@@ -97,6 +97,6 @@ def attach_head(backbone, num_classes, *, name=None, **head_options):
     """
     classifier_name = name or f"{backbone.name}_classifier"
     if backbone.name != "backbone":
-        backbone = keras.Model(backbone.inputs, backbone.outputs, name="backbone")
+        backbone = keras.Model(backbone.input, backbone.output, name="backbone")
     head = build_head(backbone.output_shape[1:], num_classes, **head_options)
     return assemble(backbone, head, classifier_name)

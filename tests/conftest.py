@@ -13,6 +13,6 @@ def _fresh_keras_session():
     """Each test starts from a clean Keras session with a fixed seed."""
     import keras
 
-    keras.backend.clear_session()
+    keras.backend.clear_session(free_memory=False)
     keras.utils.set_random_seed(0)
     yield

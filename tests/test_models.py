@@ -158,3 +158,11 @@ def test_head_pools_feature_maps_and_passes_vectors():
 def test_bad_builder_arguments_raise_value_error_naming_the_argument(build, argument):
     with pytest.raises(ValueError, match=argument):
         build()
+
+
+def test_same_shaped_layers_get_different_kernels_even_from_one_keras_initializer_instance():
+    model = models.build_mlp((8,), 2, hidden_units=(8, 8, 8), kernel_initializer=keras.initializers.HeNormal())
+    backbone = model.get_layer("backbone")
+    second = backbone.get_layer("layer2_dense").kernel.numpy()
+    third = backbone.get_layer("layer3_dense").kernel.numpy()
+    assert not np.allclose(second, third)
