@@ -2,13 +2,13 @@
 
     from recipes import data
 
-    splits = data.load("digits:target", image_size=(32, 32), labels_per_class=5)
+    splits = data.load("digits", classes="target", labels_per_class=5, image_size=(32, 32))
     model.fit(splits.train, validation_data=splits.val)
 
 Sources (`list_datasets()` names some):
 - `digits` (the default): scikit-learn's bundled handwritten digits; needs no download.
-  `digits:source` (0-4) and `digits:target` (5-9), relabelled 0..4, are a transfer task,
-  and `labels_per_class` keeps k training images per class (few labels).
+  `classes="source"` (0-4) and `classes="target"` (5-9), relabelled 0..4, are a transfer
+  task, and `labels_per_class` keeps k training images per class (few labels).
 - `tfds:NAME[:CONFIG]`: a TensorFlow Datasets image classification dataset, read from
   `data_dir` or downloaded once; offline and not prepared, it fails at once with a
   message that says how to get the data.
@@ -73,8 +73,8 @@ def load(source=DEFAULT_SOURCE, *, image_size=IMAGE_SIZE, channels=CHANNELS, bat
     """Load `source` as train / val (/ test) pipelines, ready for `model.fit`.
 
     Args:
-        source: `"digits"`, `"digits:source"`, `"digits:target"`, `"tfds:NAME[:CONFIG]"`
-            or a folder of images with one sub-folder per class. Defaults to `"digits"`.
+        source: `"digits"`, `"tfds:NAME[:CONFIG]"` or a folder of images with one
+            sub-folder per class. Defaults to `"digits"`.
         image_size: (height, width) every image is resized to (bilinear), or one int for
             a square. Defaults to `(32, 32)`.
         channels: 1 or 3. Grayscale is repeated to 3 channels; RGB becomes grayscale by
@@ -85,9 +85,10 @@ def load(source=DEFAULT_SOURCE, *, image_size=IMAGE_SIZE, channels=CHANNELS, bat
         augment: names from `AUGMENTATIONS` ("flip", "rotation", "zoom", "contrast"), or
             a comma-separated string of them; Keras preprocessing layers, applied to the
             training split only. Defaults to `()`.
-        classes: class names to keep (ints are fine for digits), relabelled 0..n-1 in the
-            given order; names are looked up among the source's classes (so among 5-9 for
-            `digits:target`). Defaults to `None` (all classes).
+        classes: class names to keep, relabelled 0..n-1 in the given order (ints are
+            fine for digits, whose names are "0".."9"), or a comma-separated string of
+            them; for digits also the presets `"source"` (`DIGITS_SOURCE_CLASSES`, 0-4)
+            and `"target"` (`DIGITS_TARGET_CLASSES`, 5-9). Defaults to `None` (all classes).
         labels_per_class: keep only this many training images per class, sampled with
             `seed` (few labels); val and test stay whole. Defaults to `None` (all).
         validation_fraction: share of each class held out for validation. A TFDS
@@ -109,8 +110,9 @@ def load(source=DEFAULT_SOURCE, *, image_size=IMAGE_SIZE, channels=CHANNELS, bat
         A `DataSplits`.
 
     Raises:
-        UsageError: for any bad option or unusable source, before TensorFlow is imported
-            (except a few-labels request a TFDS dataset turns out too small for).
+        UsageError: for any bad option or unusable source, before TensorFlow is imported;
+            for a TFDS dataset that was not downloaded yet, unknown `classes` and too few
+            images for `labels_per_class` are only found once it is.
 
     Example:
         >>> splits = load("digits", image_size=16, test_fraction=0)

@@ -1,18 +1,19 @@
 """scikit-learn's bundled handwritten digits: real data that ships with a package, so it works offline.
 
 1,797 grayscale 8x8 images of the digits 0-9 (about 180 of each), pixel values 0..16.
-`digits:source` keeps 0-4 and `digits:target` keeps 5-9, each relabelled 0..4: two
-related tasks, so transfer (train on one, fine-tune on the other with few labels) can be
-shown without a download.
+The class presets `classes="source"` (0-4) and `classes="target"` (5-9), each relabelled
+0..4, are two related tasks, so transfer (train on one, fine-tune on the other with few
+labels) can be shown without a download.
 """
 
 import numpy as np
 
 DIGITS_SOURCE_CLASSES = (0, 1, 2, 3, 4)
 DIGITS_TARGET_CLASSES = (5, 6, 7, 8, 9)
-# Preset (the part after "digits:") -> digits it keeps, in label order.
-PRESETS = {"": tuple(range(10)), "source": DIGITS_SOURCE_CLASSES, "target": DIGITS_TARGET_CLASSES}
 CLASS_NAMES = tuple(str(digit) for digit in range(10))
+# `classes` preset -> the class names it keeps, in label order.
+PRESETS = {"source": tuple(CLASS_NAMES[digit] for digit in DIGITS_SOURCE_CLASSES),
+           "target": tuple(CLASS_NAMES[digit] for digit in DIGITS_TARGET_CLASSES)}
 # Digits pixels run 0..16; every source hands images in [0, 255] to `preprocess`.
 MAX_PIXEL_VALUE = 16
 

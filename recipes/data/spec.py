@@ -31,16 +31,16 @@ AUGMENTATIONS = {
     "contrast": ("RandomContrast", {"factor": 0.2}),
 }
 CHANNEL_CHOICES = (1, 3)
-SOURCE_FORMS = "'digits', 'digits:source', 'digits:target', 'tfds:NAME[:CONFIG]' or a folder of images"
+SOURCE_FORMS = "'digits', 'tfds:NAME[:CONFIG]' or a folder of images"
 
 
 @dataclasses.dataclass(frozen=True)
 class DataSpec:
     """What `load` reads and how, checked: see `load` for each option's meaning.
 
-    `kind` is "digits", "tfds" or "folder"; `location` is the digits preset ("",
-    "source" or "target"), the TFDS "name[:config]", or the folder's absolute path.
-    `classes` is the requested class names, or `None` for all.
+    `kind` is "digits", "tfds" or "folder"; `location` is "" for digits, the TFDS
+    "name[:config]", or the folder's absolute path. `classes` is the class names to
+    keep (a digits preset spelled out), or `None` for all.
     """
 
     source: str
@@ -89,14 +89,13 @@ def check_source(source=DEFAULT_SOURCE, *, image_size=IMAGE_SIZE, channels=CHANN
         recipes.errors.UsageError: `labels_per_class` must be a positive integer. Received: labels_per_class=0
     """
     image_size = _check_image_size(image_size)
-    channels = _check_choice(channels, CHANNEL_CHOICES, "channels")
+    channels = int(_check_choice(channels, CHANNEL_CHOICES, "channels"))
     batch_size = _check_positive_int(batch_size, "batch_size")
     augment = _check_augment(augment)
-    classes = _check_class_list(classes)
     if labels_per_class is not None:
         labels_per_class = _check_positive_int(labels_per_class, "labels_per_class")
     validation_fraction, test_fraction = _check_fractions(validation_fraction, test_fraction)
-    seed = _check_int(seed, "seed")
+    seed = _check_int(seed, "seed", minimum=0)
     shuffle = _check_bool(shuffle, "shuffle")
     cache = _check_bool(cache, "cache")
     if data_dir is not None:
@@ -104,6 +103,12 @@ def check_source(source=DEFAULT_SOURCE, *, image_size=IMAGE_SIZE, channels=CHANN
 
     source = _check_path(source, "source") if isinstance(source, os.PathLike) else source
     kind, location, all_class_names, class_sizes = _resolve(source, data_dir)
+    if isinstance(classes, str) and classes in digits.PRESETS:
+        if kind != "digits":
+            raise UsageError(f"classes={classes!r} is a preset of the digits source (0-4 or 5-9); for "
+                             f"{source!r}, name the classes to keep. Received: classes={classes!r}")
+        classes = digits.PRESETS[classes]
+    classes = _check_class_list(classes)
     spec = DataSpec(
         source=source if kind != "folder" else location, kind=kind, location=location, classes=classes,
         image_size=image_size, channels=channels, batch_size=batch_size, augment=augment,
@@ -121,19 +126,14 @@ def resolve_classes(spec, all_class_names):
     """(class_names, source_labels) to keep, in label order: `class_names[i]` is the
     source's class `source_labels[i]`, relabelled `i`.
 
-    `spec.classes` are looked up among the classes `spec.source` offers (0-4 for
-    `digits:source`); `all_class_names` are the source's classes, by label.
+    `all_class_names` are the source's classes, by label.
     """
     all_class_names = [str(name) for name in all_class_names]
-    if spec.kind == "digits":
-        offered = [all_class_names[digit] for digit in digits.PRESETS[spec.location]]
-    else:
-        offered = all_class_names
-    class_names = spec.classes if spec.classes is not None else tuple(offered)
-    unknown = [name for name in class_names if name not in offered]
+    class_names = spec.classes if spec.classes is not None else tuple(all_class_names)
+    unknown = [name for name in class_names if name not in all_class_names]
     if unknown:
         raise UsageError(f"Unknown class(es) {', '.join(map(repr, unknown))} for {spec.source!r}; its classes "
-                         f"are {', '.join(offered)}. Received: classes={spec.classes!r}")
+                         f"are {', '.join(all_class_names)}. Received: classes={spec.classes!r}")
     return class_names, tuple(all_class_names.index(name) for name in class_names)
 
 
@@ -142,13 +142,14 @@ def list_datasets():
     return [
         ("digits", "scikit-learn's handwritten digits: 1,797 8x8 grayscale images, 10 classes; "
                    "offline (the default)"),
-        ("digits:source", "digits 0-4, relabelled 0..4: the source task of the offline transfer demo"),
-        ("digits:target", "digits 5-9, relabelled 0..4: the target task; add labels_per_class "
-                          "for few labels"),
+        ("digits --classes source", "digits 0-4, relabelled 0..4: the source task of the offline "
+                                    "transfer demo"),
+        ("digits --classes target", "digits 5-9, relabelled 0..4: the target task; add "
+                                    "--labels-per-class K for few labels"),
         ("tfds:tf_flowers", "TFDS: 3,670 flower photos, 5 classes (download 218 MiB)"),
         ("tfds:cats_vs_dogs", "TFDS: 23,262 photos, 2 classes (download 787 MiB)"),
         ("tfds:beans", "TFDS: 1,295 bean leaf photos, 3 classes, own validation/test splits (171 MiB)"),
-        ("tfds:cifar10", "TFDS: 60,000 32x32 images, 10 classes, own test split (163 MiB)"),
+        ("tfds:cifar10", "TFDS: 60,000 32x32 images, 10 classes, own test split (162 MiB)"),
         ("tfds:mnist", "TFDS: 70,000 28x28 grayscale digits, 10 classes, own test split (11 MiB)"),
         ("tfds:NAME[:CONFIG]", "any TFDS image classification dataset; needs internet once, "
                                "or a prepared --data-dir"),
@@ -160,12 +161,9 @@ def _resolve(source, data_dir):
     """(kind, location, the source's class names (None until a TFDS download), class sizes (folders))."""
     if not isinstance(source, str) or not source.strip():
         raise UsageError(f"The data source must be {SOURCE_FORMS}. Received: source={source!r}")
+    if source == "digits":
+        return "digits", "", digits.CLASS_NAMES, None
     kind, _, rest = source.partition(":")
-    if kind == "digits":
-        if rest not in digits.PRESETS:
-            raise UsageError(f"Unknown digits preset {rest!r}; use 'digits', 'digits:source' (0-4) or "
-                             f"'digits:target' (5-9). Received: source={source!r}")
-        return "digits", rest, digits.CLASS_NAMES, None
     if kind == "tfds":
         name, _, config = rest.partition(":")
         if not name:
@@ -209,7 +207,7 @@ def _tfds_hint(source):
 
 
 def _check_class_list(classes):
-    """`classes` as a tuple of names (ints become their digits), or None."""
+    """`classes` as a tuple of names (ints become their digits, as digits' names are), or None."""
     if classes is None:
         return None
     if isinstance(classes, str):
@@ -273,14 +271,13 @@ def _check_fractions(validation_fraction, test_fraction):
 
 
 def _check_positive_int(value, name):
-    if _check_int(value, name) < 1:
-        raise UsageError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
-    return int(value)
+    return _check_int(value, name, minimum=1)
 
 
-def _check_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise UsageError(f"`{name}` must be an integer. Received: {name}={value!r}")
+def _check_int(value, name, minimum):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise UsageError(f"`{name}` must be {kind}. Received: {name}={value!r}")
     return int(value)
 
 
@@ -297,6 +294,6 @@ def _check_path(value, name):
 
 
 def _check_choice(value, choices, name):
-    if isinstance(value, bool) or value not in choices:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value not in choices:
         raise UsageError(f"`{name}` must be one of {', '.join(map(str, choices))}. Received: {name}={value!r}")
     return value

@@ -13,7 +13,9 @@ would retry for minutes before failing deep in a stack trace. `check` asks
 with a message that says how to get the data onto this machine.
 """
 
+import contextlib
 import difflib
+import logging
 
 import numpy as np
 
@@ -50,7 +52,7 @@ def check(name, config, data_dir, source):
                          f"Received: source={source!r}")
     builder = _builder(name, config, data_dir)
     _, label_key = _supervised_keys(builder, source)
-    if not builder.is_prepared():
+    if not _is_prepared(builder):
         _check_can_download(builder, data_dir, source)
         return None
     return list(builder.info.features[label_key].names)
@@ -86,7 +88,7 @@ def read(spec):
 
     name, _, config = spec.location.partition(":")
     builder = _builder(name, config, spec.data_dir)
-    if not builder.is_prepared():
+    if not _is_prepared(builder):
         builder.download_and_prepare()  # `check` made sure this can work from here.
     image_key, label_key = _supervised_keys(builder, spec.source)
     class_names, source_labels = resolve_classes(spec, builder.info.features[label_key].names)
@@ -144,7 +146,29 @@ def _percent(fraction):
 def _builder(name, config, data_dir):
     import tensorflow_datasets as tfds
 
-    return tfds.builder(f"{name}/{config}" if config else name, data_dir=data_dir)
+    with _quiet_absl():
+        return tfds.builder(f"{name}/{config}" if config else name, data_dir=data_dir)
+
+
+def _is_prepared(builder):
+    with _quiet_absl():
+        return builder.is_prepared()
+
+
+@contextlib.contextmanager
+def _quiet_absl():
+    """Silence TFDS's "Variant folder ... has no dataset_info.json" warnings.
+
+    TFDS logs one whenever it looks for a dataset that is not prepared yet: expected
+    here, and noise in front of our one-line error.
+    """
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _supervised_keys(builder, source):
