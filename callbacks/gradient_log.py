@@ -44,12 +44,8 @@ def read_gradient_log(path):
         raise FileNotFoundError(f"No gradient log at {path}")
     with open(path, newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None:
+        if not _has_log_header(next(reader, None), path):
             return []
-        if tuple(header) != COLUMNS:
-            raise ValueError(f"{path} is not a gradient log: its header is {','.join(header)!r}, "
-                             f"expected {','.join(COLUMNS)!r}")
         rows = []
         for fields in reader:
             try:
@@ -57,6 +53,40 @@ def read_gradient_log(path):
             except ValueError:
                 continue  # a line cut short by an interrupted append
         return rows
+
+
+def last_logged_step(path):
+    """The step of the last complete row of a gradient log, or `None` if it has no rows.
+
+    Reads only the first line and the end of the file, so continuing a long log costs nothing.
+
+    Raises:
+        ValueError: The file is not a gradient log (wrong header).
+    """
+    with open(path, "rb") as handle:
+        if not _has_log_header(next(csv.reader([handle.readline().decode("utf-8")]), None), path):
+            return None
+        start = max(0, handle.seek(0, os.SEEK_END) - 65536)
+        handle.seek(start)
+        lines = handle.read().decode("utf-8", errors="replace").splitlines()
+    if start > 0:
+        lines = lines[1:]  # the seek most likely landed inside this line
+    for fields in reversed(list(csv.reader(lines))):
+        try:
+            return _parse_row(fields)["step"]
+        except ValueError:
+            continue  # the header, or a line cut short
+    return None
+
+
+def _has_log_header(header, path):
+    """False for an empty file; raises ValueError for a file that is not a gradient log."""
+    if not header:
+        return False
+    if tuple(header) != COLUMNS:
+        raise ValueError(f"{os.fspath(path)} is not a gradient log: its header is {','.join(header)!r}, "
+                         f"expected {','.join(COLUMNS)!r}")
+    return True
 
 
 def _parse_row(fields):
@@ -172,7 +202,7 @@ def plot_gradient_log(log_path, out_path):
     ratio_axes.set_ylabel("update norm / weight norm")
     ratio_axes.set_title("Update-to-weight ratio per layer (darker: closer to the input)")
     if len(layers) <= 12:
-        ratio_axes.legend(fontsize=7, ncol=2, loc="best")
+        ratio_axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     figure.savefig(out_path, dpi=110)
     plt.close(figure)
     return out_path

@@ -8,7 +8,7 @@ import warnings
 import keras
 import tensorflow as tf
 
-from callbacks.gradient_log import COLUMNS, read_gradient_log, summarize_layers, update_ratio
+from callbacks.gradient_log import COLUMNS, last_logged_step, summarize_layers, update_ratio
 
 # Chosen from scripts/bench_gradient_logger.py (see BENCHMARKS.md): logging every step costs
 # a few percent of a small ResNet's step; one step in 50 keeps the cost under 1%.
@@ -252,14 +252,17 @@ class GradientLogger(keras.callbacks.Callback):
         self._log_file = self._csv_writer = self._tensorboard_writer = None
         if self.log_dir is not None:
             os.makedirs(self.log_dir, exist_ok=True)
-            earlier = read_gradient_log(self.log_path) if os.path.isfile(self.log_path) else []
-            if earlier:
+            last_step = last_logged_step(self.log_path) if os.path.isfile(self.log_path) else None
+            if last_step is not None:
                 # A new optimizer restarts its iteration count at 0; keep the log's steps increasing.
-                self._first_step = max(self._first_step, earlier[-1]["step"] + 1)
+                self._first_step = max(self._first_step, last_step + 1)
+            cut_short = not _ends_with_newline(self.log_path)
             self._log_file = open(self.log_path, "a", newline="", encoding="utf-8")
             self._csv_writer = csv.DictWriter(self._log_file, fieldnames=COLUMNS, lineterminator="\n")
             if self._log_file.tell() == 0:
                 self._csv_writer.writeheader()
+            elif cut_short:
+                self._log_file.write("\n")  # end the interrupted line, so the next row starts clean
         if self.tensorboard_dir is not None:
             self._tensorboard_writer = tf.summary.create_file_writer(os.fspath(self.tensorboard_dir))
 
@@ -273,6 +276,15 @@ class GradientLogger(keras.callbacks.Callback):
 
 def _is_positive_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def _ends_with_newline(path):
+    """True for a missing or empty file too: there is no line to finish."""
+    if not os.path.isfile(path) or os.path.getsize(path) == 0:
+        return True
+    with open(path, "rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) == b"\n"
 
 
 def _as_float32(tensor):

@@ -226,15 +226,29 @@ def test_writes_tensorboard_scalars_per_layer(tmp_path):
     assert {"grad_norm/backbone/hidden", "update_ratio/head/output", "weight_norm/head/output"} <= tags
 
 
-def test_log_file_tolerates_a_line_cut_short(tmp_path):
+def test_log_survives_a_line_cut_short_and_a_later_fit_continues_it(tmp_path):
     x, y = _data()
     model = _nested_model()
     model.compile(keras.optimizers.SGD(0.01), "mse")
-    model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[GradientLogger(log_dir=tmp_path, every_n_steps=1)])
+    logger = GradientLogger(log_dir=tmp_path, every_n_steps=1)
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[logger])
     path = tmp_path / "gradients.csv"
     with open(path, "a") as handle:
-        handle.write("2,0,head/out")
+        handle.write("2,0,head/out")  # the run was killed while appending
     assert len(read_gradient_log(path)) == 8
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[logger])
+    rows = read_gradient_log(path)
+    assert len(rows) == 16
+    assert sorted({row["step"] for row in rows}) == [0, 1, 2, 3]
+
+
+def test_refuses_to_append_to_a_file_that_is_not_a_gradient_log(tmp_path):
+    (tmp_path / "gradients.csv").write_text("epoch,loss\n0,1.5\n")
+    model = _nested_model()
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    x, y = _data()
+    with pytest.raises(ValueError, match="is not a gradient log"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[GradientLogger(log_dir=tmp_path)])
 
 
 @pytest.mark.parametrize("arguments, name", [
