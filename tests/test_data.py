@@ -231,6 +231,52 @@ def test_tfds_rgb_dataset_of_any_size_is_resized_and_subsettable(online):
     assert set(val_labels) == {0, 1} and len(val_labels) == splits.num_examples["val"]
 
 
+@pytest.fixture(scope="module")
+def prepared_tf_flowers(tmp_path_factory):
+    """A data dir holding a really prepared `tf_flowers`, built offline from a 15-image archive."""
+    pytest.importorskip("importlib_resources",
+                        reason="TFDS 4.9.10 needs it to prepare any dataset (tensorflow/datasets#11212)")
+    import tarfile
+
+    import tensorflow_datasets as tfds
+
+    root = tmp_path_factory.mktemp("tfds")
+    archive = root / "flower_photos.tgz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for level, class_name in ((30, "daisy"), (130, "roses"), (230, "tulips")):
+            for index in range(5):
+                image = _image_bytes(level, (10 + index, 12), "RGB", "JPEG")
+                member = tarfile.TarInfo(f"flower_photos/{class_name}/{index}.jpg")
+                member.size = len(image)
+                tar.addfile(member, io.BytesIO(image))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tfds.download.DownloadManager, "download", lambda self, url: str(archive))
+        tfds.builder("tf_flowers", data_dir=str(root / "data")).download_and_prepare()
+    return root / "data"
+
+
+def test_tfds_prepared_dataset_loads_offline_with_train_sliced_into_splits(prepared_tf_flowers, monkeypatch):
+    monkeypatch.setattr(network, "is_online", lambda *args, **kwargs: False)
+    splits = data.load("tfds:tf_flowers", data_dir=str(prepared_tf_flowers), image_size=6,
+                       preprocess=lambda images: images)
+
+    assert splits.class_names == ["dandelion", "daisy", "tulips", "sunflowers", "roses"]
+    assert splits.num_examples == {"train": 9, "val": 3, "test": 3}  # train[:60%], [60%:80%], [80%:]
+    parts = {name: collect(getattr(splits, name)) for name in ("train", "val", "test")}
+    assert sum(len(labels) for _, labels in parts.values()) == 15
+    for images, labels in parts.values():
+        levels = images.reshape(len(images), -1).mean(axis=1)
+        expected = [{"daisy": 30, "roses": 130, "tulips": 230}[splits.class_names[label]] for label in labels]
+        np.testing.assert_allclose(levels, expected, atol=3)
+
+    few = data.load("tfds:tf_flowers", data_dir=str(prepared_tf_flowers), classes=["tulips", "daisy"],
+                    labels_per_class=2, image_size=6)
+    assert few.class_names == ["tulips", "daisy"]
+    assert sorted(collect(few.train)[1]) == [0, 0, 1, 1] and few.num_examples["train"] == 4
+    with pytest.raises(UsageError, match="Unknown class"):
+        data.check_source("tfds:tf_flowers", data_dir=str(prepared_tf_flowers), classes=["roses", "lilies"])
+
+
 @pytest.mark.parametrize("available, expected", [
     ((), {"train": "train[:60%]", "val": "train[60%:80%]", "test": "train[80%:]"}),
     (("train",), {"train": "train[:60%]", "val": "train[60%:80%]", "test": "train[80%:]"}),
