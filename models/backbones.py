@@ -395,19 +395,26 @@ def _load_weights_file(backbone, path, spec, input_shape):
         return
     # A backbone's own weights; failing that, a classifier's or autoencoder's, whose first
     # sub-model is the backbone (Keras keys `.weights.h5` entries by position and class).
+    try:
+        _load_weights_quietly(backbone, path)
+        return
+    except OSError as error:
+        raise UsageError(f"{path} is not a readable weights file ({_first_line(error)})") from error
+    except (ValueError, KeyError) as error:
+        mismatch = error
     inputs = keras.Input(shape=input_shape)
-    errors = []
-    for target in (backbone, keras.Model(inputs, backbone(inputs))):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")   # Keras warns about every skipped layer before it raises
-                target.load_weights(path)
-            return
-        except ValueError as error:
-            errors.append(error)
-    raise UsageError(f"{path} does not match backbone {spec.name} with inputs {_shape_text(input_shape)} "
-                     f"({_first_line(errors[0])}); save the backbone's weights with "
-                     f"`model.get_layer('backbone').save_weights(...)` or pass the .keras model")
+    try:
+        _load_weights_quietly(keras.Model(inputs, backbone(inputs)), path)
+    except (ValueError, KeyError):
+        raise UsageError(f"{path} does not match backbone {spec.name} with inputs {_shape_text(input_shape)} "
+                         f"({_first_line(mismatch)}); save the backbone's weights with "
+                         f"`model.get_layer('backbone').save_weights(...)` or pass the .keras model") from mismatch
+
+
+def _load_weights_quietly(model, path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # Keras warns about every layer it skips before it raises
+        model.load_weights(path)
 
 
 def _is_legacy_model_file(path):

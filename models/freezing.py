@@ -200,7 +200,7 @@ def _first_match(candidates, from_layer, backbone):
     close = difflib.get_close_matches(str(from_layer), blocks + [layer.name for layer in candidates], n=3)
     known = ", ".join(blocks[:12]) + (", ..." if len(blocks) > 12 else "") if blocks else "none"
     hint = f"Did you mean {' or '.join(close)}? " if close else ""
-    raise ValueError(f"No layer of {backbone.name} is named or starts with {from_layer!r}. {hint}"
+    raise ValueError(f"No layer is named or starts with {from_layer!r}. {hint}"
                      f"Its blocks: {known} (or any layer name). Received: from_layer={from_layer!r}")
 
 

@@ -366,7 +366,7 @@ def test_legacy_h5_model_file_gives_its_backbone(trained_resnet8, tmp_path):
 
 
 def test_unreadable_files_are_usage_errors(tmp_path):
-    for file_name in ("broken.keras", "broken.h5"):
+    for file_name in ("broken.keras", "broken.h5", "broken.weights.h5"):
         path = tmp_path / file_name
         path.write_bytes(b"not a model")
         with pytest.raises(UsageError, match=re.escape(str(path))):
