@@ -17,6 +17,8 @@ from recipes.errors import UsageError
 
 # Verb name -> module. The order is the order of `headstart --help`.
 VERBS = {
+    "finetune": "recipes.finetune",
+    "pretrain": "recipes.pretrain",
     "list": "recipes.list_cmd",
 }
 
@@ -46,6 +48,21 @@ def build_parser():
         module.add_arguments(verb_parser)
         verb_parser.set_defaults(_run=module.run)
     return parser
+
+
+def options_for(verb, **overrides):
+    """A verb's options with its defaults, as the CLI would parse them, plus overrides.
+
+    The Python way to call a recipe: `pretrain.run(options_for("pretrain", epochs=3))`.
+    Unknown option names raise `UsageError`, as unknown flags do on the command line.
+    """
+    args = build_parser().parse_args([verb])
+    unknown = sorted(set(overrides) - set(vars(args)))
+    if unknown:
+        raise UsageError(f"unknown option for {verb}: {', '.join(unknown)}")
+    for key, value in overrides.items():
+        setattr(args, key, value)
+    return args
 
 
 def main(argv=None):

@@ -1,9 +1,11 @@
-"""List what is available: models (and, as recipes grow, backbones and datasets).
+"""List what is available: models, backbones or datasets.
 
-    headstart list models
+    headstart list models       the project's own builders, by registry name
+    headstart list backbones    keras.applications families and the project's own, with input sizes
+    headstart list datasets     the data sources `--data` accepts
 """
 
-WHAT = ("models",)
+WHAT = ("models", "backbones", "datasets")
 
 
 def add_arguments(parser):
@@ -16,4 +18,16 @@ def run(args):
 
         for name in models.list_models():
             print(f"{name:<20} {models.describe_model(name)}")
+    elif args.what == "backbones":
+        from models import backbones
+
+        print(f"{'name':<22} {'family':<16} {'min px':>6} {'default px':>10}")
+        for name in backbones.list_backbones():
+            spec = backbones.get_spec(name)
+            print(f"{name:<22} {spec.family:<16} {spec.min_size:>6} {spec.default_size:>10}")
+    else:
+        from recipes import data
+
+        for name, description in data.list_datasets():
+            print(f"{name:<28} {description}")
     return 0

@@ -1,0 +1,203 @@
+"""Fine-tune a pretrained backbone: train a new head on the frozen backbone, then unfreeze.
+
+    headstart finetune
+        The offline default, a few minutes on 2 CPU cores: pretrain the project's
+        resnet8 on digits 0-4 (or reuse it), fine-tune it on digits 5-9 with 10 labels
+        per class, train the same network from scratch on the same labels, and print
+        transfer vs. scratch.
+    headstart finetune --data ./flowers --backbone mobilenet_v2 --weights imagenet --image-size 160
+    headstart finetune --weights runs/pretrain/NAME/best.keras --unfreeze stage3
+
+Writes runs/finetune/<name>/: config.json, history.csv, metrics.json, best.keras,
+history.png, tensorboard/ (and scratch/ when comparing with training from scratch).
+"""
+
+import argparse
+
+from recipes import options
+from recipes.errors import UsageError
+
+# ## Defaults: the offline transfer demo (digits 0-4 -> digits 5-9, few labels).
+BACKBONE = "resnet8"
+WEIGHTS = "digits-source"   # the project's own backbone pretrained on digits 0-4 (made if missing)
+DATA = "digits"
+CLASSES = "target"          # digits 5-9
+LABELS_PER_CLASS = 10       # few labels: where transfer matters
+PRETRAIN_EPOCHS = 20        # the one-time pretraining on digits 0-4 (cached)
+HEAD_EPOCHS = 10            # phase 1: head only, backbone frozen
+FINETUNE_EPOCHS = 20        # phase 2: unfrozen layers too
+LEARNING_RATE = 1e-3
+FINETUNE_LEARNING_RATE = 1e-4   # 10x lower: move the pretrained weights gently
+UNFREEZE = "all"
+BATCH_NORM = "frozen"       # the Keras guide's rule: batch norm stays in inference mode
+
+
+def add_arguments(parser):
+    group = parser.add_argument_group("model")
+    group.add_argument("--backbone", default=BACKBONE, help=f"see `headstart list backbones`. Default: {BACKBONE}")
+    group.add_argument("--weights", default=WEIGHTS,
+                       help="'imagenet', a .keras/.weights.h5/.h5 file, 'none', or 'digits-source' (the "
+                            f"project's own backbone pretrained on digits 0-4). Default: {WEIGHTS}")
+    group.add_argument("--pretrain-epochs", type=int, default=PRETRAIN_EPOCHS,
+                       help="with --weights digits-source: epochs of the one-time pretraining. "
+                            f"Default: {PRETRAIN_EPOCHS}")
+    group.add_argument("--head-units", default="", help="comma list of hidden dense layers in the head. Default: none")
+    options.add_data_arguments(parser, data=DATA, classes=CLASSES, labels_per_class=LABELS_PER_CLASS)
+    options.add_training_arguments(parser, epochs=HEAD_EPOCHS, learning_rate=LEARNING_RATE)
+    group = parser.add_argument_group("fine-tuning")
+    group.add_argument("--finetune-epochs", type=int, default=FINETUNE_EPOCHS,
+                       help=f"phase 2 epochs (0: head only). Default: {FINETUNE_EPOCHS}")
+    group.add_argument("--finetune-lr", type=float, default=FINETUNE_LEARNING_RATE,
+                       help=f"phase 2 learning rate. Default: {FINETUNE_LEARNING_RATE}")
+    group.add_argument("--unfreeze", default=UNFREEZE,
+                       help="phase 2: 'all', a number of top backbone layers, or a block/layer name to "
+                            f"unfreeze from (e.g. stage3, block5). Default: {UNFREEZE}")
+    group.add_argument("--batch-norm", choices=("frozen", "train"), default=BATCH_NORM,
+                       help=f"batch-norm policy when unfrozen. Default: {BATCH_NORM}")
+    group.add_argument("--compare-scratch", action=argparse.BooleanOptionalAction, default=None,
+                       help="also train the same network from scratch on the same data and print both. "
+                            "Default: on with --weights digits-source")
+    options.add_run_arguments(parser)
+
+
+def validate(args):
+    """Every check, before any data is read or anything written; raises UsageError.
+
+    Fills in resolved values (the image size, head units, the scratch comparison).
+    """
+    from models import backbones
+    from recipes import data
+
+    options.check_common(args, "finetune")
+    options.check_non_negative_int(args.finetune_epochs, "--finetune-epochs")
+    options.check_positive_float(args.finetune_lr, "--finetune-lr")
+    options.check_positive_int(args.pretrain_epochs, "--pretrain-epochs")
+    spec = backbones.get_spec(args.backbone)
+    args.image_size = args.image_size or spec.default_size
+    data.check_source(args.data, data_dir=args.data_dir, classes=args.classes, batch_size=args.batch_size,
+                      labels_per_class=args.labels_per_class, augment=args.augment,
+                      image_size=args.image_size, seed=args.seed)
+    if args.weights == "digits-source" and spec.family != "own":
+        raise UsageError(f"--weights digits-source needs one of the project's own backbones, not {args.backbone}: "
+                         "use --weights imagenet, a file, or none")
+    weights = None if args.weights in ("none", "digits-source") else args.weights
+    backbones.check_backbone_options(args.backbone, args.image_size, weights)
+    try:
+        args.head_units = tuple(int(units) for units in args.head_units.split(",") if units)
+    except ValueError:
+        raise UsageError(f"--head-units must be a comma list of positive integers, got {args.head_units!r}")
+    if any(units < 1 for units in args.head_units):
+        raise UsageError(f"--head-units must be a comma list of positive integers, got {args.head_units}")
+    if isinstance(args.unfreeze, str) and args.unfreeze.isdigit():
+        args.unfreeze = options.check_positive_int(int(args.unfreeze), "--unfreeze")
+    if isinstance(args.unfreeze, str) and args.unfreeze != "all":
+        check_unfreeze_name(args)
+    if args.compare_scratch is None:
+        args.compare_scratch = args.weights == "digits-source"
+
+
+def check_unfreeze_name(args):
+    """An unknown block name must fail before any pretraining or writing: build the bare backbone to look."""
+    from models import backbones, freezing
+
+    backbone = backbones.build_backbone(args.backbone, args.image_size, weights=None)
+    try:
+        freezing.unfreeze(backbone, from_layer=args.unfreeze)
+    except ValueError as error:
+        raise UsageError(f"--unfreeze {args.unfreeze}: {error}")
+
+
+def pretrained_digits_backbone(args):
+    """The cached `headstart pretrain` run for this backbone and size, made first if missing."""
+    from recipes import pretrain
+    from recipes.cli import options_for
+    from recipes.rundir import run_path
+
+    name = f"{args.backbone}-digits-source-{args.image_size}px-{args.pretrain_epochs}ep-seed{args.seed}"
+    path = run_path("pretrain", name, args.runs_dir) / "best.keras"
+    if path.exists():
+        print(f"reusing the pretrained backbone {path}")
+        return path
+    print(f"pretraining {args.backbone} on digits 0-4 (once; cached as {path}) ...")
+    pretrain_args = options_for("pretrain", model=args.backbone, image_size=args.image_size, name=name,
+                                epochs=args.pretrain_epochs,
+                                runs_dir=args.runs_dir, seed=args.seed, overwrite=True,
+                                verbose=args.verbose)
+    pretrain.validate(pretrain_args)
+    pretrain.pretrain(pretrain_args)
+    return path
+
+
+def finetune(args):
+    """Run the recipe on validated `args`; returns (run_dir, results) with results by method."""
+    import keras
+
+    from models import backbones
+    from recipes import data, engine
+    from recipes.rundir import RunDir, write_training_outputs
+
+    weights = {"none": None, "digits-source": None}.get(args.weights, args.weights)
+    if args.weights == "digits-source":
+        weights = str(pretrained_digits_backbone(args))
+    keras.utils.set_random_seed(args.seed)
+    spec = backbones.get_spec(args.backbone)
+    splits = data.load(args.data, image_size=(args.image_size,) * 2, channels=3, batch_size=args.batch_size,
+                       preprocess=spec.preprocess, augment=args.augment, classes=args.classes,
+                       labels_per_class=args.labels_per_class, seed=args.seed, data_dir=args.data_dir)
+    num_classes = len(splits.class_names)
+    head_options = dict(dropout=args.dropout, hidden_units=args.head_units)
+
+    strategy = engine.make_strategy(args.strategy)
+    with strategy.scope():
+        model = backbones.build_classifier(args.backbone, num_classes, args.image_size, weights=weights,
+                                           **head_options)
+
+    run_dir = RunDir.create("finetune", args.name, args.runs_dir, args.overwrite)
+    training = engine.TrainingOptions(weight_decay=args.weight_decay, patience=args.patience,
+                                      log_gradients=args.log_gradients, verbose=int(args.verbose))
+    results = {"transfer": engine.fine_tune(
+        lambda: model, splits, head_epochs=args.epochs, finetune_epochs=args.finetune_epochs,
+        learning_rate=args.lr, finetune_learning_rate=args.finetune_lr, unfreeze_layers=args.unfreeze,
+        batch_norm=args.batch_norm, options=training, strategy=strategy, run_dir=run_dir)}
+    config = {key: value for key, value in vars(args).items() if not key.startswith("_")}
+    config.update(recipe="finetune", weights_resolved=weights, class_names=splits.class_names)
+
+    if args.compare_scratch:
+        scratch_dir = RunDir(run_dir.path / "scratch")
+        scratch_dir.path.mkdir()
+
+        def build_scratch():
+            return backbones.build_classifier(args.backbone, num_classes, args.image_size, weights=None,
+                                              **head_options)
+
+        keras.utils.set_random_seed(args.seed)
+        results["scratch"] = engine.train(build_scratch, splits, epochs=args.epochs + args.finetune_epochs,
+                                          learning_rate=args.lr, options=training, strategy=strategy,
+                                          run_dir=scratch_dir)
+        write_training_outputs(scratch_dir, {**config, "weights_resolved": None}, results["scratch"])
+    table = results_table(results, args)
+    write_training_outputs(run_dir, config, results["transfer"])
+    run_dir.write_text("results.md", table + "\n")
+    return run_dir, results
+
+
+def results_table(results, args):
+    labels = {"transfer": f"transfer ({args.backbone}, weights {args.weights}, two-phase)",
+              "scratch": f"scratch (same {args.backbone}, random init)"}
+    lines = ["| model | accuracy | phases (epochs run, time) |", "|---|---|---|"]
+    for method, result in results.items():
+        accuracy = next(value for key, value in result.metrics.items() if key.endswith("accuracy"))
+        phases = ", ".join(f"{phase['name']} {phase['epochs']} ep {phase['seconds']:.1f} s" for phase in result.phases)
+        lines.append(f"| {labels[method]} | {accuracy:.3f} | {phases} |")
+    return "\n".join(lines)
+
+
+def run(args):
+    validate(args)
+    run_dir, results = finetune(args)
+    split = "test" if any(key.startswith("test_") for key in results["transfer"].metrics) else "validation"
+    labelled = f"{args.labels_per_class} labels per class" if args.labels_per_class else "all labels"
+    print(f"\n{args.data} {args.classes or ''} ({labelled}), {split} accuracy:\n")
+    print(results_table(results, args))
+    print(f"\nrun directory: {run_dir.path}")
+    return 0

@@ -1,0 +1,93 @@
+"""Command-line options several recipes share, and their checks (one line each, exit 2).
+
+Checks here run before TensorFlow is imported, so a mistake costs a second, not a minute.
+"""
+
+import math
+
+from recipes.errors import UsageError
+from recipes.rundir import DEFAULT_ROOT, check_run_name
+
+
+def add_data_arguments(parser, *, data="digits", classes=None, labels_per_class=None, image_size=None):
+    group = parser.add_argument_group("data")
+    group.add_argument("--data", default=data,
+                       help="'digits' (bundled, offline), 'tfds:NAME[:CONFIG]', or a folder with one "
+                            f"sub-folder per class. Default: {data}")
+    group.add_argument("--data-dir", default=None, help="TFDS data directory")
+    group.add_argument("--classes", default=classes,
+                       help="keep these classes, relabelled in this order: a comma list of class names (e.g. 1,7 or "
+                            "roses,tulips), or for digits 'source' (0-4) / 'target' (5-9). "
+                            f"Default: {classes or 'all'}")
+    group.add_argument("--labels-per-class", type=int, default=labels_per_class,
+                       help=f"keep only K labelled training images per class. Default: {labels_per_class or 'all'}")
+    group.add_argument("--image-size", type=int, default=image_size,
+                       help="side of the square input images. Default: the backbone's default size")
+    group.add_argument("--batch-size", type=int, default=32, help="Default: 32")
+    group.add_argument("--augment", default="",
+                       help="comma list of flip,rotation,zoom,contrast (training split only). Default: none")
+
+
+def add_training_arguments(parser, *, epochs, learning_rate):
+    group = parser.add_argument_group("training")
+    group.add_argument("--epochs", type=int, default=epochs, help=f"Default: {epochs}")
+    group.add_argument("--lr", type=float, default=learning_rate, help=f"learning rate. Default: {learning_rate}")
+    group.add_argument("--weight-decay", type=float, default=1e-4,
+                       help="decoupled (AdamW) weight decay. Default: 1e-4")
+    group.add_argument("--dropout", type=float, default=0.2, help="dropout before the logits. Default: 0.2")
+    group.add_argument("--patience", type=int, default=5,
+                       help="early-stopping patience on val_loss (best weights are restored). Default: 5")
+    group.add_argument("--log-gradients", action="store_true",
+                       help="log per-layer gradient norms and update/weight ratios (GradientLogger)")
+    group.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default",
+                       help="tf.distribute strategy ('multiworker' reads TF_CONFIG). Default: default")
+    group.add_argument("--seed", type=int, default=0, help="Default: 0")
+    group.add_argument("--verbose", action="store_true", help="show Keras' progress bars")
+
+
+def add_run_arguments(parser):
+    group = parser.add_argument_group("run directory")
+    group.add_argument("--name", default=None, help="run name. Default: a timestamp")
+    group.add_argument("--runs-dir", default=DEFAULT_ROOT, help=f"Default: {DEFAULT_ROOT}")
+    group.add_argument("--overwrite", action="store_true", help="replace an existing run of the same name")
+
+
+def check_non_negative_int(value, option):
+    if value is None or value < 0:
+        raise UsageError(f"{option} must be 0 or more, got {value}")
+    return value
+
+
+def check_positive_int(value, option):
+    if value is None or value < 1:
+        raise UsageError(f"{option} must be 1 or more, got {value}")
+    return value
+
+
+def check_positive_float(value, option):
+    if value is None or not math.isfinite(value) or value <= 0:
+        raise UsageError(f"{option} must be a positive number, got {value}")
+    return value
+
+
+def check_fraction(value, option):
+    if value is None or not 0 <= value < 1:
+        raise UsageError(f"{option} must be in [0, 1), got {value}")
+    return value
+
+
+def check_common(args, recipe):
+    """Checks for the shared training and run options; returns the run path it will write.
+
+    The data options are checked by `recipes.data.check_source`, which knows the sources.
+    """
+    check_positive_int(args.batch_size, "--batch-size")
+    if args.image_size is not None:
+        check_positive_int(args.image_size, "--image-size")
+    check_non_negative_int(args.epochs, "--epochs")
+    check_positive_float(args.lr, "--lr")
+    if args.weight_decay is None or args.weight_decay < 0 or not math.isfinite(args.weight_decay):
+        raise UsageError(f"--weight-decay must be 0 or more, got {args.weight_decay}")
+    check_fraction(args.dropout, "--dropout")
+    check_non_negative_int(args.patience, "--patience")
+    return check_run_name(recipe, args.name, args.runs_dir, args.overwrite)

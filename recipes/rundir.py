@@ -1,0 +1,102 @@
+"""The one run-directory writer: `runs/<recipe>/<name>/` with config, history, metrics, model, plots.
+
+Every file is written to a temporary file in the same folder and renamed into place,
+so an interrupted run never leaves a half-written file for a later run or tool.
+"""
+
+import csv
+import io
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from callbacks.atomic import atomic_write_bytes, atomic_write_text
+from recipes.errors import UsageError
+
+DEFAULT_ROOT = "runs"
+
+
+def run_path(recipe, name, root=DEFAULT_ROOT):
+    return Path(root) / recipe / name
+
+
+def default_run_name():
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def check_run_name(recipe, name, root=DEFAULT_ROOT, overwrite=False):
+    """Validate a run name before any work: refuse an existing run unless `overwrite`."""
+    if name is not None and (not name or "/" in name or name in (".", "..")):
+        raise UsageError(f"--name {name!r} is not a usable folder name: use letters, digits, '-' or '_'")
+    path = run_path(recipe, name or default_run_name(), root)
+    if path.exists() and not overwrite:
+        raise UsageError(f"run {path} already exists: choose another --name, or pass --overwrite to replace it")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"cannot write the run directory under {parent}: choose another --runs-dir")
+    return path
+
+
+class RunDir:
+    """A run's output folder. Create it with `RunDir.create` after the options are validated."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, recipe, name=None, root=DEFAULT_ROOT, overwrite=False):
+        path = check_run_name(recipe, name, root, overwrite)
+        if path.exists():
+            shutil.rmtree(path)
+        path.mkdir(parents=True)
+        return cls(path)
+
+    def file(self, relative):
+        return self.path / relative
+
+    def write_json(self, relative, data):
+        atomic_write_text(self.file(relative), json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+    def write_text(self, relative, text):
+        atomic_write_text(self.file(relative), text)
+
+    def write_csv(self, relative, rows):
+        """Write a list of dicts as CSV; columns are the union of keys, in first-seen order."""
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.file(relative), buffer.getvalue())
+
+    def save_model(self, model, relative="best.keras"):
+        """Save a `.keras` model atomically (Keras needs the `.keras` suffix on the temp name too)."""
+        target = self.file(relative)
+        temporary = target.with_name(f".{target.stem}.{os.getpid()}.tmp.keras")
+        model.save(temporary)
+        os.replace(temporary, target)
+        return target
+
+    def save_figure(self, figure, relative):
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+        atomic_write_bytes(self.file(relative), buffer.getvalue())
+
+
+def write_training_outputs(run_dir, config, result, extra_metrics=None):
+    """What every training recipe leaves behind: config, metrics, best model, history plot.
+
+    The per-epoch history.csv is already there: `HistoryWriter` wrote it after every epoch.
+    """
+    from recipes.plots import plot_history  # matplotlib only when a run finishes
+
+    run_dir.write_json("config.json", config)
+    run_dir.write_json("metrics.json", {**result.metrics, "best": result.best, "phases": result.phases,
+                                         **(extra_metrics or {})})
+    run_dir.save_model(result.model, "best.keras")
+    figure = plot_history(result.history, result.phases)
+    run_dir.save_figure(figure, "history.png")

@@ -1,0 +1,136 @@
+"""`headstart finetune` / `pretrain` / `list` from the command line: the default path end to end,
+and every bad input as one line on stderr, exit status 2, nothing written."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from recipes import network
+from recipes.cli import main
+
+# Small and quick: the default recipe's code path, shrunk (big_vision's runlocal idea).
+QUICK = ["--pretrain-epochs", "1", "--epochs", "1", "--finetune-epochs", "1", "--labels-per-class", "2",
+         "--image-size", "16"]
+
+
+def _one_folder_class(tmp_path):
+    folder = tmp_path / "one_class" / "cats"
+    folder.mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "a.png")
+    return str(tmp_path / "one_class")
+
+
+def _resnet8_weights(tmp_path):
+    import models
+
+    path = tmp_path / "resnet8.weights.h5"
+    models.create_model("resnet8", input_shape=(16, 16, 3), num_classes=5).get_layer("backbone").save_weights(path)
+    return str(path)
+
+
+BAD_INPUTS = {
+    "unknown backbone": (["finetune", "--backbone", "mobilenet_v9"], "mobilenet_v9"),
+    "unknown dataset": (["finetune", "--data", "tfds:no_such_dataset"], "no_such_dataset"),
+    "missing data folder": (["finetune", "--data", "/no/such/folder"], "/no/such/folder"),
+    "folder with one class": (["finetune", "--data", "{one_class}"], "class"),
+    "image size below the backbone minimum": (
+        ["finetune", "--backbone", "mobilenet_v2", "--weights", "none", "--image-size", "16"], "32"),
+    "weights file missing": (["finetune", "--weights", "/no/such.weights.h5", "--compare-scratch"], "/no/such.weights.h5"),
+    "weights for another architecture": (
+        ["finetune", "--backbone", "cnn", "--weights", "{resnet8_weights}", "--image-size", "16"], "cnn"),
+    "imagenet weights offline": (["finetune", "--backbone", "mobilenet_v2", "--weights", "imagenet"], "imagenet"),
+    "unknown block to unfreeze from": (["finetune", "--weights", "none", "--unfreeze", "stage9"], "stage9"),
+    "negative epochs": (["finetune", "--epochs", "-1"], "--epochs"),
+    "negative learning rate": (["finetune", "--lr", "-0.1"], "--lr"),
+    "zero fine-tune learning rate": (["finetune", "--finetune-lr", "0"], "--finetune-lr"),
+    "dropout of 1 or more": (["finetune", "--dropout", "1.5"], "--dropout"),
+    "zero labels per class": (["finetune", "--labels-per-class", "0"], "labels_per_class"),
+    "unknown augmentation": (["finetune", "--augment", "blur"], "blur"),
+    "bad head units": (["finetune", "--head-units", "64,x"], "--head-units"),
+    "unknown option": (["finetune", "--learning-rate", "0.1"], "--learning-rate"),
+    "unknown verb": (["fine-tune"], "fine-tune"),
+    "pretrain on a keras.applications model": (["pretrain", "--model", "mobilenet_v2"], "mobilenet_v2"),
+    "pretrain with negative epochs": (["pretrain", "--epochs", "-3"], "--epochs"),
+    "list something unknown": (["list", "optimizers"], "optimizers"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS), ids=list(BAD_INPUTS))
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(network, "is_online", lambda *args, **kwargs: False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    argv, expected = BAD_INPUTS[case]
+    fill = {}
+    if any("{one_class}" in arg for arg in argv):
+        fill["one_class"] = _one_folder_class(tmp_path)
+    if any("{resnet8_weights}" in arg for arg in argv):
+        fill["resnet8_weights"] = _resnet8_weights(tmp_path)
+    argv = [arg.format(**fill) for arg in argv]
+    runs = tmp_path / "runs"
+
+    status = main(argv + (["--runs-dir", str(runs)] if argv[0] in ("finetune", "pretrain") else []))
+
+    stderr = capsys.readouterr().err.strip()
+    assert status == 2
+    assert len(stderr.splitlines()) == 1, stderr
+    assert stderr.startswith("headstart: error:") and expected in stderr
+    assert not runs.exists()
+
+
+def test_existing_run_is_refused_without_overwrite_and_left_untouched(tmp_path, capsys):
+    run = tmp_path / "runs" / "finetune" / "mine"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text("{}")
+    status = main(["finetune", "--name", "mine", "--runs-dir", str(tmp_path / "runs")])
+    assert status == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert [p.name for p in run.iterdir()] == ["metrics.json"]
+
+
+def test_default_recipe_pretrains_once_fine_tunes_and_compares_with_scratch(tmp_path, capsys):
+    runs = str(tmp_path / "runs")
+    assert main(["finetune", *QUICK, "--runs-dir", runs, "--name", "first"]) == 0
+    printed = capsys.readouterr().out
+    assert "pretraining resnet8 on digits 0-4" in printed
+    assert "| transfer (resnet8" in printed and "| scratch (same resnet8" in printed
+
+    run = Path(runs) / "finetune" / "first"
+    for name in ("config.json", "history.csv", "metrics.json", "best.keras", "history.png", "results.md",
+                 "scratch/metrics.json", "scratch/best.keras"):
+        assert (run / name).is_file(), name
+    assert (run / "tensorboard").is_dir()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert [phase["name"] for phase in metrics["phases"]] == ["head", "finetune"]
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    config = json.loads((run / "config.json").read_text())
+    assert config["weights_resolved"].endswith("best.keras") and config["classes"] == "target"
+    history = (run / "history.csv").read_text().splitlines()
+    assert len(history) == 1 + 2  # header, one head epoch, one fine-tune epoch
+
+    assert main(["finetune", *QUICK, "--runs-dir", runs, "--name", "second"]) == 0
+    assert "reusing the pretrained backbone" in capsys.readouterr().out
+
+
+def test_pretrained_file_from_pretrain_feeds_finetune(tmp_path, capsys):
+    runs = str(tmp_path / "runs")
+    assert main(["pretrain", "--epochs", "1", "--image-size", "16", "--runs-dir", runs, "--name", "src"]) == 0
+    weights = Path(runs) / "pretrain" / "src" / "best.keras"
+    assert weights.is_file()
+    assert main(["finetune", "--weights", str(weights), "--epochs", "1", "--finetune-epochs", "1",
+                 "--image-size", "16", "--unfreeze", "stage3", "--runs-dir", runs, "--name", "dst"]) == 0
+    out = capsys.readouterr().out
+    assert "| transfer (resnet8" in out and "scratch" not in out
+
+
+def test_python_dash_m_recipes_is_the_same_as_headstart():
+    headstart = Path(sys.executable).with_name("headstart")
+    by_script = subprocess.run([str(headstart), "list", "models"], capture_output=True, text=True, check=True)
+    by_module = subprocess.run([sys.executable, "-m", "recipes", "list", "models"], capture_output=True,
+                               text=True, check=True)
+    assert by_script.stdout == by_module.stdout
+    assert "resnet20" in by_module.stdout
