@@ -5,7 +5,7 @@
     model.get_layer("backbone"), model.get_layer("head")
 """
 
-from models import initializers, lsuv, regularizers
+from models import backbones, freezing, initializers, lsuv, regularizers
 from models.autoencoder import build_autoencoder
 from models.cnn import build_cnn
 from models.heads import attach_head, build_head
@@ -14,6 +14,6 @@ from models.registry import create_model, describe_model, list_models
 from models.resnet import build_resnet
 
 __all__ = [
-    "attach_head", "build_autoencoder", "build_cnn", "build_head", "build_mlp", "build_resnet",
-    "create_model", "describe_model", "initializers", "list_models", "lsuv", "regularizers",
+    "attach_head", "backbones", "build_autoencoder", "build_cnn", "build_head", "build_mlp", "build_resnet",
+    "create_model", "describe_model", "freezing", "initializers", "list_models", "lsuv", "regularizers",
 ]

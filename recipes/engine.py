@@ -150,7 +150,9 @@ def run_phases(build_model, data, phases, options=None, *, strategy="default", r
 def train(build_model, data, *, epochs, learning_rate, options=None, **kwargs):
     """One phase with every weight trainable (training from scratch, or pretraining)."""
     def make_all_trainable(model):
-        model.trainable = True
+        # Not `model.trainable = True`: Keras skips that when the flag is already True,
+        # leaving layers frozen one by one still frozen; `unfreeze` sets every layer.
+        unfreeze(model, batch_norm="train")
 
     return run_phases(build_model, data, [Phase("train", epochs, learning_rate, make_all_trainable)],
                       options, **kwargs)
@@ -175,11 +177,11 @@ def fine_tune(build_model, data, *, head_epochs, finetune_epochs, learning_rate,
         options: `TrainingOptions`.
     """
     def head_only(model):
-        model.trainable = True
+        unfreeze(model.get_layer("head"), batch_norm="train")
         freeze(model.get_layer("backbone"))
 
     def head_and_backbone(model):
-        model.trainable = True
+        unfreeze(model.get_layer("head"), batch_norm="train")
         backbone = model.get_layer("backbone")
         if unfreeze_layers == "all":
             unfreeze(backbone, batch_norm=batch_norm)

@@ -22,12 +22,12 @@ BACKBONE = "resnet8"
 WEIGHTS = "digits-source"   # the project's own backbone pretrained on digits 0-4 (made if missing)
 DATA = "digits"
 CLASSES = "target"          # digits 5-9
-LABELS_PER_CLASS = 10       # few labels: where transfer matters
+LABELS_PER_CLASS = 5        # few labels: where transfer matters (at 10 per class, scratch caught up in our runs)
 PRETRAIN_EPOCHS = 20        # the one-time pretraining on digits 0-4 (cached)
 HEAD_EPOCHS = 10            # phase 1: head only, backbone frozen
 FINETUNE_EPOCHS = 20        # phase 2: unfrozen layers too
-LEARNING_RATE = 1e-3
-FINETUNE_LEARNING_RATE = 1e-4   # 10x lower: move the pretrained weights gently
+LEARNING_RATE = 1e-2        # the head sees few steps per epoch with few labels (1e-3 barely moved it)
+FINETUNE_LEARNING_RATE = 1e-3   # 10x lower: move the pretrained weights gently
 UNFREEZE = "all"
 BATCH_NORM = "frozen"       # the Keras guide's rule: batch norm stays in inference mode
 
@@ -97,10 +97,13 @@ def validate(args):
 
 
 def check_unfreeze_name(args):
-    """An unknown block name must fail before any pretraining or writing: build the bare backbone to look."""
+    """An unknown block name must fail before any pretraining or writing: build the bare backbone to look.
+
+    Layer names do not depend on the input size, so the smallest build will do.
+    """
     from models import backbones, freezing
 
-    backbone = backbones.build_backbone(args.backbone, args.image_size, weights=None)
+    backbone = backbones.build_backbone(args.backbone, backbones.get_spec(args.backbone).min_size, weights=None)
     try:
         freezing.unfreeze(backbone, from_layer=args.unfreeze)
     except ValueError as error:

@@ -21,10 +21,10 @@ def run(args):
     elif args.what == "backbones":
         from models import backbones
 
-        print(f"{'name':<22} {'family':<16} {'min px':>6} {'default px':>10}")
+        print(f"{'name':<22} {'family':<20} {'min px':>6} {'default px':>10}")
         for name in backbones.list_backbones():
             spec = backbones.get_spec(name)
-            print(f"{name:<22} {spec.family:<16} {spec.min_size:>6} {spec.default_size:>10}")
+            print(f"{name:<22} {spec.family:<20} {spec.min_size:>6} {spec.default_size:>10}")
     else:
         from recipes import data
 
