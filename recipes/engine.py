@@ -97,7 +97,8 @@ def run_phases(build_model, data, phases, options=None, *, strategy="default", r
         callbacks.append(HistoryWriter(run_dir.file("history.csv")))
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir.file("tensorboard"))))
         if options.log_gradients:
-            callbacks.append(GradientLogger(log_dir=run_dir.path))
+            callbacks.append(GradientLogger(log_dir=run_dir.path,
+                                            tensorboard_dir=str(run_dir.file("tensorboard/gradients"))))
 
     result = TrainingResult(model=model)
     best_weights, best_value = None, None
