@@ -112,3 +112,18 @@ def test_best_weights_over_both_phases_are_kept_when_fine_tuning_makes_things_wo
     assert result.best["phase"] == "head"
     val_loss = model.evaluate(_splits().val, verbose=0, return_dict=True)["loss"]
     assert val_loss == pytest.approx(result.best["value"], rel=1e-4)
+
+
+def test_fine_tune_runs_under_a_mirrored_strategy_with_the_model_built_in_its_scope():
+    import tensorflow as tf
+
+    built_in = []
+
+    def build():
+        built_in.append(type(tf.distribute.get_strategy()).__name__)
+        return _model()
+
+    result = engine.fine_tune(build, _splits(), head_epochs=1, finetune_epochs=1, learning_rate=1e-2,
+                              finetune_learning_rate=1e-3, strategy="mirrored")
+    assert built_in == ["MirroredStrategy"]
+    assert [row["epoch"] for row in result.history] == [1, 2]
