@@ -20,6 +20,7 @@ VERBS = {
     "finetune": "recipes.finetune",
     "pretrain": "recipes.pretrain",
     "list": "recipes.list_cmd",
+    "study": "recipes.study",
 }
 
 USAGE_EXIT_STATUS = 2
