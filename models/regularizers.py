@@ -209,6 +209,40 @@ def anchor_l2sp(model):
     return count
 
 
+def regularize_towards_pretrained(model, alpha, beta):
+    """L2-SP for transfer (Li et al. 2018): the backbone towards its current weights, the head towards 0.
+
+    Every kernel of the `backbone` sub-model gets `L2SP(alpha)`, anchored at its current
+    (pretrained) value; every kernel of the `head` gets `L2(beta)`. Biases and
+    batch-norm parameters are left alone, as in the paper. The regularizers are set on
+    the variables, so recompile (the engine does it between phases) for them to count.
+
+    Args:
+        model: a classifier with `backbone` and `head` sub-models, with its pretrained
+            weights loaded.
+        alpha: strength of the pull towards the pretrained backbone weights.
+        beta: strength of the plain L2 penalty on the new head.
+
+    Returns:
+        The number of backbone kernels anchored.
+    """
+    alpha = _check_factor(alpha, "alpha")
+    beta = _check_factor(beta, "beta")
+    towards_start, towards_zero = L2SP(alpha), L2(beta)
+    for part, regularizer in (("backbone", towards_start), ("head", towards_zero)):
+        for layer in _walk_layers(model.get_layer(part)):
+            kernel = getattr(layer, "kernel", None)
+            if kernel is not None and hasattr(kernel, "regularizer"):
+                kernel.regularizer = regularizer
+    return anchor_l2sp(model.get_layer("backbone"))
+
+
+def _walk_layers(layer):
+    yield layer
+    for inner in getattr(layer, "layers", []):
+        yield from _walk_layers(inner)
+
+
 _NAMED = {
     "l1": L1,
     "l2": L2,

@@ -9,7 +9,9 @@ backbone, then part or all of the backbone at a lower learning rate.
 
 import math
 import time
+import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import keras
 import tensorflow as tf
@@ -49,12 +51,17 @@ def compile_model(model, *, learning_rate, weight_decay=0.0, num_classes=None):
 
 @dataclass
 class Phase:
-    """One `fit` call: a name, its epochs, its learning rate and what trains in it."""
+    """One `fit` call: a name, its epochs, its learning rate and what trains in it.
+
+    `head_only` says the backbone is frozen in this phase, so the head may train on
+    cached backbone features instead of images.
+    """
 
     name: str
     epochs: int
     learning_rate: float
     set_trainable: callable  # model -> None, called before compiling
+    head_only: bool = False
 
 
 @dataclass
@@ -63,6 +70,7 @@ class TrainingResult:
     history: list = field(default_factory=list)     # one dict per epoch: epoch, phase, logged metrics
     phases: list = field(default_factory=list)      # one dict per phase: name, epochs, seconds, stop
     metrics: dict = field(default_factory=dict)     # evaluation of the best weights
+    notes: list = field(default_factory=list)       # what the engine decided and why, for the user
     best: dict = field(default_factory=dict)        # monitor, value, epoch, phase
 
 
@@ -73,6 +81,8 @@ class TrainingOptions:
     monitor: str = "val_loss"
     log_gradients: bool = False
     verbose: int = 0
+    feature_cache: bool = True     # head-only phases train on cached backbone features when valid
+    cache_dir: str = None          # None: features in memory; a folder: on disk (tf.data file cache)
 
 
 def run_phases(build_model, data, phases, options=None, *, strategy="default", run_dir=None,
@@ -101,6 +111,7 @@ def run_phases(build_model, data, phases, options=None, *, strategy="default", r
                                             tensorboard_dir=str(run_dir.file("tensorboard/gradients"))))
 
     result = TrainingResult(model=model)
+    features = None
     best_weights, best_value = None, None
     sign = -1.0 if "acc" in options.monitor else 1.0  # lower is better after the sign
     epoch = 0
@@ -111,10 +122,22 @@ def run_phases(build_model, data, phases, options=None, *, strategy="default", r
             phase.set_trainable(model)
             compile_model(model, learning_rate=phase.learning_rate, weight_decay=options.weight_decay,
                           num_classes=num_classes)
+        fit_model, train_data, val_data = model, data.train, data.val
+        use_cache = phase.head_only and options.feature_cache
+        if use_cache and feature_cache_refusal(data):
+            result.notes.append(f"feature cache off in phase {phase.name}: {feature_cache_refusal(data)}")
+            use_cache = False
+        if use_cache:
+            if features is None:
+                features = FeatureCache(model.get_layer("backbone"), data, options.cache_dir)
+            fit_model, train_data, val_data = model.get_layer("head"), features.train, features.val
+            with strategy.scope():
+                compile_model(fit_model, learning_rate=phase.learning_rate,
+                              weight_decay=options.weight_decay, num_classes=num_classes)
         started = time.perf_counter()
-        history = model.fit(data.train, validation_data=data.val, initial_epoch=epoch,
-                            epochs=epoch + phase.epochs, callbacks=callbacks, verbose=options.verbose,
-                            shuffle=False)  # the tf.data pipeline shuffles
+        history = fit_model.fit(train_data, validation_data=val_data, initial_epoch=epoch,
+                                epochs=epoch + phase.epochs, callbacks=callbacks, verbose=options.verbose,
+                                shuffle=False)  # the tf.data pipeline shuffles
         seconds = time.perf_counter() - started
         epochs_run = len(history.epoch)
         for index, epoch_number in enumerate(history.epoch):
@@ -126,6 +149,8 @@ def run_phases(build_model, data, phases, options=None, *, strategy="default", r
             "learning_rate": phase.learning_rate, "seconds": round(seconds, 2),
             "seconds_per_epoch": round(seconds / max(epochs_run, 1), 3),
             "trainable_weights": len(model.trainable_weights),
+            "feature_cache": use_cache,
+            "feature_cache_seconds": round(features.seconds, 2) if use_cache else None,
             "stop": early_stopping.summary(),
         })
         epoch += epochs_run
@@ -135,7 +160,7 @@ def run_phases(build_model, data, phases, options=None, *, strategy="default", r
             best_value = phase_best
             best_weights = [weight.numpy() for weight in model.weights]
             result.best = {"monitor": options.monitor, "value": float(phase_best),
-                           "epoch": early_stopping.best_epoch, "phase": phase.name}
+                           "epoch": early_stopping.best_epoch + 1, "phase": phase.name}
         if early_stopping.stop_reason in ("non_finite", "diverged"):
             break
     if best_weights is not None:
@@ -146,6 +171,56 @@ def run_phases(build_model, data, phases, options=None, *, strategy="default", r
         for key, value in model.evaluate(evaluation_split, return_dict=True, verbose=0).items()
     }
     return result
+
+
+def feature_cache_refusal(data):
+    """Why the head cannot train on cached features for `data`, or None when it can."""
+    spec = getattr(data, "spec", None)
+    if spec is not None and spec.augment:
+        return ("augmentation changes the backbone's input every epoch (features would be stale); "
+                "training through the frozen backbone instead")
+    return None
+
+
+class FeatureCache:
+    """The frozen backbone's outputs for the train and validation splits, computed once.
+
+    Each split's batches go through the backbone once, in inference mode, and are
+    cached in memory or, with `cache_dir`, in tf.data cache files on disk. The training
+    features are then reshuffled every epoch, as the image pipeline does.
+    """
+
+    def __init__(self, backbone, data, cache_dir=None):
+        started = time.perf_counter()
+
+        @tf.function(reduce_retracing=True)
+        def backbone_features(images, labels):
+            return backbone(images, training=False), labels
+
+        if cache_dir:
+            Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        # A fresh name per run: tf.data would silently read an older run's complete cache.
+        run_id = uuid.uuid4().hex[:8]
+
+        def cached(dataset, split):
+            filename = str(Path(cache_dir) / f"features-{split}-{run_id}") if cache_dir else ""
+            features = dataset.map(backbone_features).cache(filename)
+            for _ in features:  # one pass fills the cache; its time is the cache's cost
+                pass
+            return features
+
+        spec = getattr(data, "spec", None)
+        self.train = cached(data.train, "train")
+        if spec is not None and spec.shuffle:
+            batch_size = spec.batch_size
+            count = data.num_examples["train"]
+            # unbatch() forgets the number of batches; Keras needs it to count an epoch.
+            self.train = (self.train.unbatch().shuffle(count, seed=spec.seed, reshuffle_each_iteration=True)
+                          .batch(batch_size)
+                          .apply(tf.data.experimental.assert_cardinality(math.ceil(count / batch_size))))
+        self.train = self.train.prefetch(tf.data.AUTOTUNE)
+        self.val = cached(data.val, "val").prefetch(tf.data.AUTOTUNE)
+        self.seconds = time.perf_counter() - started
 
 
 def train(build_model, data, *, epochs, learning_rate, options=None, **kwargs):
@@ -191,6 +266,6 @@ def fine_tune(build_model, data, *, head_epochs, finetune_epochs, learning_rate,
         else:
             unfreeze(backbone, from_layer=unfreeze_layers, batch_norm=batch_norm)
 
-    phases = [Phase("head", head_epochs, learning_rate, head_only),
+    phases = [Phase("head", head_epochs, learning_rate, head_only, head_only=True),
               Phase("finetune", finetune_epochs, finetune_learning_rate, head_and_backbone)]
     return run_phases(build_model, data, phases, options, **kwargs)

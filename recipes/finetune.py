@@ -54,6 +54,16 @@ def add_arguments(parser):
                             f"unfreeze from (e.g. stage3, block5). Default: {UNFREEZE}")
     group.add_argument("--batch-norm", choices=("frozen", "train"), default=BATCH_NORM,
                        help=f"batch-norm policy when unfrozen. Default: {BATCH_NORM}")
+    group.add_argument("--feature-cache", action=argparse.BooleanOptionalAction, default=True,
+                       help="phase 1: run the frozen backbone once and train the head on its stored "
+                            "features (off automatically with --augment). Default: on")
+    group.add_argument("--cache-dir", default=None,
+                       help="keep the cached features on disk in this folder instead of in memory")
+    group.add_argument("--regularizer", choices=("none", "l2sp"), default="none",
+                       help="'l2sp': pull the backbone towards its pretrained weights (--l2sp-alpha) "
+                            "and the head towards zero (--l2sp-beta). Default: none")
+    group.add_argument("--l2sp-alpha", type=float, default=1e-2, help="Default: 1e-2")
+    group.add_argument("--l2sp-beta", type=float, default=1e-4, help="Default: 1e-4")
     group.add_argument("--compare-scratch", action=argparse.BooleanOptionalAction, default=None,
                        help="also train the same network from scratch on the same data and print both. "
                             "Default: on with --weights digits-source")
@@ -72,6 +82,10 @@ def validate(args):
     options.check_non_negative_int(args.finetune_epochs, "--finetune-epochs")
     options.check_positive_float(args.finetune_lr, "--finetune-lr")
     options.check_positive_int(args.pretrain_epochs, "--pretrain-epochs")
+    for value, option in ((args.l2sp_alpha, "--l2sp-alpha"), (args.l2sp_beta, "--l2sp-beta")):
+        options.check_non_negative_float(value, option)
+    if args.cache_dir is not None:
+        options.check_writable_folder(args.cache_dir, "--cache-dir")
     spec = backbones.get_spec(args.backbone)
     args.image_size = args.image_size or spec.default_size
     data.check_source(args.data, data_dir=args.data_dir, classes=args.classes, batch_size=args.batch_size,
@@ -136,6 +150,7 @@ def finetune(args):
     import keras
 
     from models import backbones
+    from models.regularizers import regularize_towards_pretrained
     from recipes import data, engine
     from recipes.rundir import RunDir, write_training_outputs
 
@@ -154,10 +169,13 @@ def finetune(args):
     with strategy.scope():
         model = backbones.build_classifier(args.backbone, num_classes, args.image_size, weights=weights,
                                            **head_options)
+        if args.regularizer == "l2sp":
+            regularize_towards_pretrained(model, args.l2sp_alpha, args.l2sp_beta)
 
     run_dir = RunDir.create("finetune", args.name, args.runs_dir, args.overwrite)
     training = engine.TrainingOptions(weight_decay=args.weight_decay, patience=args.patience,
-                                      log_gradients=args.log_gradients, verbose=int(args.verbose))
+                                      log_gradients=args.log_gradients, verbose=int(args.verbose),
+                                      feature_cache=args.feature_cache, cache_dir=args.cache_dir)
     results = {"transfer": engine.fine_tune(
         lambda: model, splits, head_epochs=args.epochs, finetune_epochs=args.finetune_epochs,
         learning_rate=args.lr, finetune_learning_rate=args.finetune_lr, unfreeze_layers=args.unfreeze,
@@ -178,6 +196,8 @@ def finetune(args):
                                           learning_rate=args.lr, options=training, strategy=strategy,
                                           run_dir=scratch_dir)
         write_training_outputs(scratch_dir, {**config, "weights_resolved": None}, results["scratch"])
+    for note in results["transfer"].notes:
+        print(f"note: {note}")
     table = results_table(results, args)
     write_training_outputs(run_dir, config, results["transfer"])
     run_dir.write_text("results.md", table + "\n")

@@ -4,6 +4,8 @@ Checks here run before TensorFlow is imported, so a mistake costs a second, not 
 """
 
 import math
+import os
+from pathlib import Path
 
 from recipes.errors import UsageError
 from recipes.rundir import DEFAULT_ROOT, check_run_name
@@ -71,6 +73,23 @@ def check_positive_float(value, option):
     if value is None or not math.isfinite(value) or value <= 0:
         raise UsageError(f"{option} must be a positive number, got {value}")
     return value
+
+
+def check_non_negative_float(value, option):
+    if value is None or not math.isfinite(value) or value < 0:
+        raise UsageError(f"{option} must be 0 or more, got {value}")
+    return value
+
+
+def check_writable_folder(path, option):
+    """An existing folder we can write to, or one we could create."""
+    folder = Path(path)
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK):
+        raise UsageError(f"{option} {path}: cannot write there; choose a writable folder")
+    return folder
 
 
 def check_fraction(value, option):

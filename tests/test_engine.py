@@ -127,3 +127,42 @@ def test_fine_tune_runs_under_a_mirrored_strategy_with_the_model_built_in_its_sc
                               finetune_learning_rate=1e-3, strategy="mirrored")
     assert built_in == ["MirroredStrategy"]
     assert [row["epoch"] for row in result.history] == [1, 2]
+
+
+def _head_weights(model):
+    return [w.numpy() for w in model.get_layer("head").weights]
+
+
+def _head_only_run(feature_cache, splits=None, cache_dir=None):
+    keras.utils.set_random_seed(1)
+    model = _model()
+    options = engine.TrainingOptions(patience=10, feature_cache=feature_cache, cache_dir=cache_dir)
+    result = engine.fine_tune(lambda: model, splits or _splits(), head_epochs=3, finetune_epochs=0,
+                              learning_rate=1e-2, finetune_learning_rate=1e-3, options=options)
+    return model, result
+
+
+def test_head_trained_on_cached_features_reaches_the_same_weights_as_through_the_frozen_backbone():
+    through_backbone, plain = _head_only_run(feature_cache=False)
+    on_features, cached = _head_only_run(feature_cache=True)
+    assert plain.phases[0]["feature_cache"] is False and cached.phases[0]["feature_cache"] is True
+    for expected, actual in zip(_head_weights(through_backbone), _head_weights(on_features)):
+        np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose([row["val_loss"] for row in cached.history],
+                               [row["val_loss"] for row in plain.history], rtol=1e-4)
+
+
+def test_feature_cache_on_disk_writes_tf_data_cache_files(tmp_path):
+    _, result = _head_only_run(feature_cache=True, cache_dir=str(tmp_path))
+    assert result.phases[0]["feature_cache"] is True
+    assert any(path.name.startswith("features-train") for path in tmp_path.iterdir())
+
+
+def test_feature_cache_is_refused_with_a_note_when_augmentation_is_on():
+    import types
+
+    splits = _splits()
+    splits.spec = types.SimpleNamespace(augment=("flip",), shuffle=False, batch_size=8, seed=0)
+    _, result = _head_only_run(feature_cache=True, splits=splits)
+    assert result.phases[0]["feature_cache"] is False
+    assert any("augmentation" in note for note in result.notes)

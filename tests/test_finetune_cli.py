@@ -52,6 +52,9 @@ BAD_INPUTS = {
     "zero labels per class": (["finetune", "--labels-per-class", "0"], "labels_per_class"),
     "unknown augmentation": (["finetune", "--augment", "blur"], "blur"),
     "bad head units": (["finetune", "--head-units", "64,x"], "--head-units"),
+    "cache dir not writable": (["finetune", "--cache-dir", "{a_file}/features"], "--cache-dir"),
+    "negative l2sp alpha": (["finetune", "--regularizer", "l2sp", "--l2sp-alpha", "-1"], "--l2sp-alpha"),
+    "unknown regularizer": (["finetune", "--regularizer", "l3"], "--regularizer"),
     "unknown option": (["finetune", "--learning-rate", "0.1"], "--learning-rate"),
     "unknown verb": (["fine-tune"], "fine-tune"),
     "pretrain on a keras.applications model": (["pretrain", "--model", "mobilenet_v2"], "mobilenet_v2"),
@@ -70,6 +73,9 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, tmp_path, capsys,
         fill["one_class"] = _one_folder_class(tmp_path)
     if any("{resnet8_weights}" in arg for arg in argv):
         fill["resnet8_weights"] = _resnet8_weights(tmp_path)
+    if any("{a_file}" in arg for arg in argv):
+        fill["a_file"] = str(tmp_path / "a_file")
+        (tmp_path / "a_file").write_text("not a folder")
     argv = [arg.format(**fill) for arg in argv]
     runs = tmp_path / "runs"
 
@@ -122,9 +128,13 @@ def test_pretrained_file_from_pretrain_feeds_finetune(tmp_path, capsys):
     weights = Path(runs) / "pretrain" / "src" / "best.keras"
     assert weights.is_file()
     assert main(["finetune", "--weights", str(weights), "--epochs", "1", "--finetune-epochs", "1",
-                 "--image-size", "16", "--unfreeze", "stage3", "--runs-dir", runs, "--name", "dst"]) == 0
+                 "--image-size", "16", "--unfreeze", "stage3", "--regularizer", "l2sp",
+                 "--cache-dir", str(tmp_path / "features"), "--runs-dir", runs, "--name", "dst"]) == 0
     out = capsys.readouterr().out
     assert "| transfer (resnet8" in out and "scratch" not in out
+    assert any((tmp_path / "features").iterdir())  # the head trained on features cached on disk
+    metrics = json.loads((Path(runs) / "finetune" / "dst" / "metrics.json").read_text())
+    assert metrics["phases"][0]["feature_cache"] is True
 
 
 def test_python_dash_m_recipes_is_the_same_as_headstart():
