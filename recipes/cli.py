@@ -19,6 +19,7 @@ from recipes.errors import UsageError
 VERBS = {
     "finetune": "recipes.finetune",
     "pretrain": "recipes.pretrain",
+    "semisupervised": "recipes.semisupervised",
     "list": "recipes.list_cmd",
     "study": "recipes.study",
 }

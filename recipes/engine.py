@@ -35,12 +35,19 @@ def make_strategy(name="default"):
     return tf.distribute.get_strategy()
 
 
-def compile_model(model, *, learning_rate, weight_decay=0.0, num_classes=None):
-    """Compile for classification on logits: AdamW (decoupled weight decay), cross-entropy, accuracy."""
+
+def compile_model(model, *, learning_rate, weight_decay=0.0, num_classes=None, task="classification"):
+    """Compile with AdamW (decoupled weight decay) for a task.
+
+    `"classification"`: cross-entropy on logits and accuracy (binary when the model has
+    one output). `"reconstruction"` (autoencoders): mean squared error.
+    """
     num_classes = num_classes or model.output_shape[-1]
     optimizer = keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
     optimizer.exclude_from_weight_decay(var_names=NO_DECAY_NAMES)
-    if num_classes == 1:
+    if task == "reconstruction":
+        loss, metrics = keras.losses.MeanSquaredError(), []
+    elif num_classes == 1:
         loss = keras.losses.BinaryCrossentropy(from_logits=True)
         metrics = [keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")]
     else:
@@ -81,6 +88,7 @@ class TrainingOptions:
     monitor: str = "val_loss"
     log_gradients: bool = False
     verbose: int = 0
+    task: str = "classification"   # or "reconstruction" (autoencoders: data yields (image, image))
     feature_cache: bool = True     # head-only phases train on cached backbone features when valid
     cache_dir: str = None          # None: features in memory; a folder: on disk (tf.data file cache)
 
@@ -121,7 +129,7 @@ def run_phases(build_model, data, phases, options=None, *, strategy="default", r
         with strategy.scope():
             phase.set_trainable(model)
             compile_model(model, learning_rate=phase.learning_rate, weight_decay=options.weight_decay,
-                          num_classes=num_classes)
+                          num_classes=num_classes, task=options.task)
         fit_model, train_data, val_data = model, data.train, data.val
         use_cache = phase.head_only and options.feature_cache
         if use_cache and feature_cache_refusal(data):

@@ -32,3 +32,36 @@ def plot_history(history, phases=()):
         axis.legend(fontsize=8)
     figure.tight_layout()
     return figure
+
+
+def plot_reconstructions(images, reconstructions):
+    """Inputs on the top row, an autoencoder's reconstructions below."""
+    count = len(images)
+    figure, axes = plt.subplots(2, count, figsize=(1.2 * count, 2.6))
+    for column in range(count):
+        for row, batch in enumerate((images, reconstructions)):
+            axis = axes[row, column]
+            axis.imshow(batch[column].squeeze(), cmap="gray", vmin=0.0, vmax=1.0)
+            axis.set_xticks([])
+            axis.set_yticks([])
+    axes[0, 0].set_ylabel("input")
+    axes[1, 0].set_ylabel("rebuilt")
+    figure.tight_layout()
+    return figure
+
+
+def plot_accuracy_vs_labels(budgets, accuracies):
+    """Accuracy against labels per class, one line per way of starting (e.g. autoencoder, scratch)."""
+    figure, axis = plt.subplots(figsize=(5, 3.6))
+    for label, values in accuracies.items():
+        axis.plot(budgets, values, marker="o", label=label)
+    axis.set_xscale("log")
+    axis.set_xticks(budgets)
+    axis.set_xticklabels([str(budget) for budget in budgets])
+    axis.set_xlabel("labelled images per class")
+    axis.set_ylabel("accuracy")
+    axis.set_ylim(0, 1)
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    return figure

@@ -1,0 +1,34 @@
+"""`headstart semisupervised`: autoencoder pretraining, encoder-initialised classifier vs. scratch."""
+
+import json
+from pathlib import Path
+
+from recipes.cli import main
+
+
+def test_semisupervised_recipe_runs_end_to_end_on_tiny_settings(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    status = main(["semisupervised", "--autoencoder-epochs", "2", "--epochs", "1", "--finetune-epochs", "1",
+                   "--labels-per-class", "1,2", "--image-size", "8", "--runs-dir", str(runs), "--name", "t"])
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert "| 1 |" in printed and "| 2 |" in printed
+    run = Path(runs) / "semisupervised" / "t"
+    for name in ("autoencoder.keras", "reconstructions.png", "accuracy_vs_labels.png", "results.md",
+                 "metrics.json", "config.json"):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["accuracy"]) == {"1", "2"}
+    assert all(0.0 <= value <= 1.0 for row in metrics["accuracy"].values() for value in row.values())
+    # The autoencoder trained without labels: its reconstruction loss went down.
+    losses = [row["loss"] for row in metrics["autoencoder"]["history"]]
+    assert losses[-1] < losses[0]
+
+
+def test_semisupervised_rejects_bad_label_budgets_and_image_sizes(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    assert main(["semisupervised", "--labels-per-class", "0,3", "--runs-dir", str(runs)]) == 2
+    assert main(["semisupervised", "--image-size", "10", "--runs-dir", str(runs)]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 2 and "--labels-per-class" in errors[0] and "--image-size" in errors[1]
+    assert not runs.exists()
