@@ -136,7 +136,7 @@ def plot_gradient_log(log_path, out_path):
     """Plot a gradient log as a PNG: a layers x steps heat map and update/weight ratio lines.
 
     Top: log10 of each layer's gradient norm, layers (input side at the top) by logged steps;
-    white cells are zero or non-finite norms. Bottom: each layer's update/weight ratio per
+    white cells are zero gradients, red cells NaN or infinite ones. Bottom: each layer's update/weight ratio per
     step on a log scale, with the usual healthy value 1e-3 as a dashed line.
 
     Args:
@@ -169,10 +169,12 @@ def plot_gradient_log(log_path, out_path):
     step_column = {step: index for index, step in enumerate(steps)}
     grad_norms = np.full((len(layers), len(steps)), np.nan)
     ratios = np.full((len(layers), len(steps)), np.nan)
+    non_finite = np.zeros((len(layers), len(steps)), dtype=bool)
     for summary in summaries:
         cell = layer_row[summary["layer"]], step_column[summary["step"]]
         grad_norms[cell] = summary["grad_norm"]
         ratios[cell] = summary["update_ratio"]
+        non_finite[cell] = not math.isfinite(summary["grad_norm"])
     with np.errstate(divide="ignore", invalid="ignore"):
         log_norms = np.log10(grad_norms)
     log_norms[~np.isfinite(log_norms)] = np.nan
@@ -185,15 +187,20 @@ def plot_gradient_log(log_path, out_path):
     # Steps are columns by index, not by value, so fits whose step ranges have gaps still tile.
     image = heat_axes.imshow(log_norms, aspect="auto", interpolation="nearest", cmap="viridis")
     figure.colorbar(image, ax=heat_axes, label="log10 gradient L2 norm")
+    if non_finite.any():
+        # Red, not the white of a zero gradient: an explosion must not look like a vanishing.
+        heat_axes.imshow(np.ma.masked_where(~non_finite, non_finite), aspect="auto", interpolation="nearest",
+                         cmap=matplotlib.colors.ListedColormap(["red"]))
     heat_axes.set_yticks(range(len(layers)), labels=layers, fontsize=7 if len(layers) > 20 else 9)
-    tick_columns = np.unique(np.linspace(0, len(steps) - 1, min(len(steps), 10)).round().astype(int))
+    tick_columns = range(0, len(steps), math.ceil(len(steps) / 10))
     heat_axes.set_xticks(tick_columns, labels=[str(steps[column]) for column in tick_columns])
     heat_axes.set_xlabel("step")
-    heat_axes.set_title("Gradient norm per layer")
+    heat_axes.set_title("Gradient norm per layer (white: zero, red: NaN or infinite)")
 
     colors = plt.cm.viridis(np.linspace(0, 0.95, len(layers)))
     for row, layer in enumerate(layers):
-        ratio_axes.plot(steps, ratios[row], color=colors[row], linewidth=1, label=layer)
+        # Markers too, so that a step between two non-finite ones still shows.
+        ratio_axes.plot(steps, ratios[row], color=colors[row], linewidth=1, marker=".", markersize=3, label=layer)
     ratio_axes.axhline(HEALTHY_UPDATE_RATIO, color="black", linestyle="--", linewidth=1,
                        label=f"{HEALTHY_UPDATE_RATIO:g} (typical)")
     if np.any(np.isfinite(ratios) & (ratios > 0)):

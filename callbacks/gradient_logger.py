@@ -10,8 +10,8 @@ import tensorflow as tf
 
 from callbacks.gradient_log import COLUMNS, last_logged_step, summarize_layers, update_ratio
 
-# Chosen from scripts/bench_gradient_logger.py (see BENCHMARKS.md): logging every step costs
-# a few percent of a small ResNet's step; one step in 50 keeps the cost under 1%.
+# From scripts/bench_gradient_logger.py (BENCHMARKS.md): one logged step costs 0.5-2 ms, 0.6-2.5%
+# of a resnet8 step on 2 CPU cores; one in 50 stays under 1% with steps ten times faster.
 DEFAULT_EVERY_N_STEPS = 50
 
 
@@ -33,10 +33,13 @@ class GradientLogger(keras.callbacks.Callback):
     are all included). Layer values combine a layer's variables (see
     `callbacks.gradient_log.summarize_layers`).
 
-    A layer whose gradient norm is below `vanishing_threshold`, or above
-    `exploding_threshold` or not finite, is warned about once per `fit` (per layer and
-    problem) and listed in `flags`. Records are read back from the device in batches, at the
-    latest at each epoch end, so warnings can come up to one epoch late.
+    A layer whose gradient norm is above `exploding_threshold` or not finite is flagged as
+    exploding at once; one whose gradient norm stays below `vanishing_threshold` on two
+    logged steps in a row is flagged as vanishing (a single zero is normal: a residual branch
+    whose last batch-norm scale starts at zero passes no gradient on the first step). Each
+    layer and problem is warned about once per `fit` and listed in `flags`. Records are read
+    back from the device in batches, at the latest at each epoch end, so warnings can come
+    up to one epoch late.
 
     Outputs:
         - `log_dir/filename`: CSV, one row per variable per logged step (columns in
@@ -58,8 +61,8 @@ class GradientLogger(keras.callbacks.Callback):
             `latest` and `flags`. Defaults to `None`.
         every_n_steps: Log one training step in this many. Defaults to `50` (under 1% of the
             step time of a small ResNet, see BENCHMARKS.md).
-        vanishing_threshold: A layer gradient norm below this is flagged as vanishing.
-            Defaults to `1e-7`.
+        vanishing_threshold: A layer gradient norm below this on two logged steps in a row
+            is flagged as vanishing. Defaults to `1e-7`.
         exploding_threshold: A layer gradient norm above this, or not finite, is flagged as
             exploding. Defaults to `1e3`.
         tensorboard_dir: Directory for TensorBoard scalars, or `None`. Defaults to `None`.
@@ -104,6 +107,7 @@ class GradientLogger(keras.callbacks.Callback):
         # Allow instances to be re-used across `model.fit()` calls.
         self.latest = {}
         self.flags = []
+        self._below_vanishing = set()  # layers whose last logged gradient norm was below the threshold
         self._epoch = 0
         self._last_batch = -1
         self._steps_since_read = 0
@@ -234,19 +238,23 @@ class GradientLogger(keras.callbacks.Callback):
             self._tensorboard_writer.flush()
 
     def _flag(self, summary):
-        grad_norm = summary["grad_norm"]
+        layer, grad_norm = summary["layer"], summary["grad_norm"]
         if not math.isfinite(grad_norm) or grad_norm > self.exploding_threshold:
             problem, comparison = "exploding", f"above exploding_threshold={self.exploding_threshold:g}"
-        elif grad_norm < self.vanishing_threshold:
-            problem, comparison = "vanishing", f"below vanishing_threshold={self.vanishing_threshold:g}"
+        elif grad_norm < self.vanishing_threshold and layer in self._below_vanishing:
+            problem, comparison = "vanishing", f"below vanishing_threshold={self.vanishing_threshold:g} for two logged steps"
         else:
+            if grad_norm < self.vanishing_threshold:
+                self._below_vanishing.add(layer)
+            else:
+                self._below_vanishing.discard(layer)
             return
-        if any(flag["layer"] == summary["layer"] and flag["problem"] == problem for flag in self.flags):
+        if any(flag["layer"] == layer and flag["problem"] == problem for flag in self.flags):
             return
-        self.flags.append({"layer": summary["layer"], "problem": problem, "step": summary["step"], "grad_norm": grad_norm})
-        warnings.warn(f"GradientLogger: {problem} gradients in layer '{summary['layer']}' at step {summary['step']}: "
-                      f"gradient norm {grad_norm:.3g} is {comparison} "
-                      "(reported once per layer and problem).", stacklevel=2)
+        self.flags.append({"layer": layer, "problem": problem, "step": summary["step"], "grad_norm": grad_norm})
+        warnings.warn(f"GradientLogger: {problem} gradients in layer '{layer}' at step {summary['step']}: "
+                      f"gradient norm {grad_norm:.3g} is {comparison} (reported once per layer and problem).",
+                      stacklevel=2)
 
     def _open_outputs(self):
         self._log_file = self._csv_writer = self._tensorboard_writer = None

@@ -213,6 +213,21 @@ def test_flags_an_exploding_network():
     assert len(messages) == len(exploding)
 
 
+def test_a_single_zero_gradient_is_not_vanishing():
+    # A zero-initialised last layer passes no gradient back on the first step only, like a
+    # residual branch whose last batch-norm scale starts at zero.
+    x, y = _data()
+    model = keras.Sequential([keras.Input((8,)), layers.Dense(8, activation="tanh"),
+                              layers.Dense(1, kernel_initializer="zeros")])
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    logger = GradientLogger(every_n_steps=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[logger])
+    assert logger.flags == []
+    assert not [warning for warning in caught if "GradientLogger" in str(warning.message)]
+
+
 def test_writes_tensorboard_scalars_per_layer(tmp_path):
     x, y = _data()
     model = _nested_model()
