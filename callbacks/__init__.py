@@ -11,6 +11,7 @@ import importlib
 _EXPORTS = {
     "EarlyStopping": "callbacks.early_stopping",
     "GradientLogger": "callbacks.gradient_logger",
+    "GradualUnfreezing": "callbacks.gradual_unfreezing",
     "HistoryWriter": "callbacks.history_writer",
     "atomic_write_bytes": "callbacks.atomic",
     "atomic_write_text": "callbacks.atomic",
