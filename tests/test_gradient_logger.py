@@ -190,7 +190,10 @@ def test_flags_a_vanishing_deep_sigmoid_network_once_per_layer():
     vanishing = [flag["layer"] for flag in logger.flags if flag["problem"] == "vanishing"]
     # Each sigmoid divides the gradient by about 4: the first layers are far below 1e-7.
     assert "dense" in vanishing and "dense_20" not in vanishing
-    assert vanishing == [layer for layer in logger.latest if logger.latest[layer]["grad_norm"] < 1e-7]
+    # Clear of the threshold on both sides; layers near 1e-7 may go either way.
+    assert {layer for layer, latest in logger.latest.items() if latest["grad_norm"] < 1e-8} <= set(vanishing)
+    assert not {layer for layer, latest in logger.latest.items() if latest["grad_norm"] > 1e-6} & set(vanishing)
+    assert all(flag["step"] >= 1 for flag in logger.flags)  # two logged steps in a row
     messages = [str(warning.message) for warning in caught if "GradientLogger" in str(warning.message)]
     assert len(messages) == len(vanishing)  # 8 steps, one warning per layer
     assert "vanishing gradients in layer 'dense'" in messages[0]
