@@ -77,3 +77,27 @@ def test_cli_end_to_end_writes_results(tmp_path, capsys):
     assert "claim supported by this run: yes" in capsys.readouterr().out
     # The same run name again is refused unless --overwrite.
     assert main(["study", "exploding-products", "--quick", "--runs-dir", str(tmp_path), "--name", "t"]) == 2
+
+
+def test_initialization_quick(tmp_path):
+    result = run_quick("initialization", tmp_path)
+    ratio = result.findings["std_ratio_last_to_first"]
+    # He keeps ReLU, Xavier keeps tanh, LSUV keeps both within a factor of a few across layers ...
+    assert 0.2 < ratio["relu"]["he_normal"] < 5
+    assert 0.2 < ratio["tanh"]["xavier_uniform"] < 5
+    assert all(0.5 < ratio[activation]["lsuv"] < 2 for activation in ("tanh", "relu"))
+    # ... while small normal weights shrink the signal by orders of magnitude, large ones
+    # saturate tanh and blow ReLU up, and Xavier under ReLU loses the signal layer by layer.
+    assert ratio["relu"]["small_normal"] < 1e-6 and ratio["tanh"]["small_normal"] < 1e-6
+    assert result.findings["saturated_fraction_last_layer"]["tanh"]["large_normal"] > 0.5
+    assert ratio["relu"]["large_normal"] > 1e4
+    assert ratio["relu"]["xavier_uniform"] < 0.2
+    # Zeros and constants: every unit of a layer computes the same thing.
+    assert all(result.findings["units_identical"][activation][scheme]
+               for activation in ("tanh", "relu") for scheme in ("zeros", "constant"))
+    assert not result.findings["units_identical"]["relu"]["he_normal"]
+    # The gradient side: small weights leave gradients many orders below He's.
+    gradients = result.findings["gradient_norm_per_layer"]["relu"]
+    assert max(gradients["small_normal"]) < 1e-6 * min(gradients["he_normal"])
+    for name in ("initialization.png", "histograms_tanh.png", "histograms_relu.png"):
+        assert (tmp_path / name).exists()
