@@ -53,8 +53,10 @@ class GradientLogger(keras.callbacks.Callback):
         - `flags`: list of `{"layer", "problem" ("vanishing" or "exploding"), "step",
           "grad_norm"}`, one per layer and problem.
 
-    With gradient accumulation the norms are those of each micro-batch gradient. Under a
-    multi-device `tf.distribute` strategy the callback is untested.
+    On logged steps the weights are copied before the optimizer updates them, so the
+    callback keeps one float32 copy of the trainable weights while `fit` runs. With gradient
+    accumulation the norms are those of each micro-batch gradient. A `tf.distribute`
+    strategy with one replica works; with more than one, `fit` raises `ValueError`.
 
     Args:
         log_dir: Directory for the CSV log (created if missing), or `None` to keep only
@@ -104,6 +106,11 @@ class GradientLogger(keras.callbacks.Callback):
         return None if self.log_dir is None else os.path.join(self.log_dir, self.filename)
 
     def on_train_begin(self, logs=None):
+        replicas = self.model.distribute_strategy.num_replicas_in_sync
+        if replicas > 1:
+            # Each replica would record its own share of the gradient into the same buffers.
+            raise ValueError("GradientLogger measures the gradients of a single replica; train on one device to "
+                             f"log gradients. Received: num_replicas_in_sync={replicas}")
         # Allow instances to be re-used across `model.fit()` calls.
         self.latest = {}
         self.flags = []
@@ -125,6 +132,8 @@ class GradientLogger(keras.callbacks.Callback):
         self._first_step = int(self.model.optimizer.iterations.numpy())
         self._open_outputs()
 
+        # The weights before the step, copied on logged steps only, to measure the update.
+        self._snapshots = [tf.Variable(tf.zeros(variable.shape), trainable=False) for variable in variables]
         self._norms = tf.Variable(tf.zeros((self._capacity, 3, len(variables))), trainable=False)
         self._record_steps = tf.Variable(tf.zeros((self._capacity,), tf.int64), trainable=False)
         self._record_count = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -160,7 +169,7 @@ class GradientLogger(keras.callbacks.Callback):
         self._close_outputs()
         # Drop the device buffers and the references to the optimizer, so that a finished
         # callback holds no training state (keras-tuner deep-copies callbacks per trial).
-        self._norms = self._record_steps = self._record_count = self._steps_this_fit = None
+        self._snapshots = self._norms = self._record_steps = self._record_count = self._steps_this_fit = None
         self._optimizer = self._original_apply = None
 
     def _apply_and_measure(self, grads, trainable_variables=None):
@@ -169,40 +178,43 @@ class GradientLogger(keras.callbacks.Callback):
             # Only custom loops call apply() without variables; nothing to name the norms by.
             return self._original_apply(grads, trainable_variables)
         grads, trainable_variables = list(grads), list(trainable_variables)
-
-        def measure_and_apply():
-            self._measure(grads, trainable_variables)
-
-        def apply():
-            self._original_apply(grads, trainable_variables)
-
-        if self.every_n_steps == 1:
-            measure_and_apply()
-        else:
-            # Only the taken branch runs, so steps that are not logged pay for one comparison.
-            tf.cond(tf.equal(self._steps_this_fit % self.every_n_steps, 0), measure_and_apply, apply)
-        self._steps_this_fit.assign_add(1)
-
-    def _measure(self, grads, trainable_variables):
         known = [(self._variable_index[id(variable)], grad, variable)
                  for grad, variable in zip(grads, trainable_variables) if id(variable) in self._variable_index]
         if not known:
-            self._original_apply(grads, trainable_variables)
-            return
+            return self._original_apply(grads, trainable_variables)
+        log_now = tf.equal(self._steps_this_fit % self.every_n_steps, 0)
+        # The optimizer's apply() stays outside tf.cond: under a tf.distribute strategy it
+        # synchronises replicas (merge_call), which is not allowed inside control flow.
+        self._on_logged_steps(log_now, lambda: self._take_snapshot(known))
+        self._original_apply(grads, trainable_variables)
+        self._on_logged_steps(log_now, lambda: self._record(known))
+        self._steps_this_fit.assign_add(1)
+
+    def _on_logged_steps(self, log_now, function):
+        if self.every_n_steps == 1:
+            function()
+        else:
+            # Only the taken branch runs: steps that are not logged pay for one comparison.
+            tf.cond(log_now, function, lambda: None)
+
+    def _take_snapshot(self, known):
+        for index, _, variable in known:
+            self._snapshots[index].assign(_as_float32(variable.value))
+
+    def _record(self, known):
         scale = self._optimizer.loss_scale_factor
-        before = [tf.identity(_as_float32(variable.value)) for _, _, variable in known]
-        grad_norms = [tf.constant(0.0) if grad is None else _norm(grad) for _, grad, _ in known]
+        grad_norms, weight_norms, update_norms = [], [], []
+        for index, grad, variable in known:
+            before = self._snapshots[index].value()
+            grad_norms.append(tf.constant(0.0) if grad is None else _norm(grad))
+            weight_norms.append(tf.norm(before))
+            update_norms.append(tf.norm(_as_float32(variable.value) - before))
         if scale is not None:
             grad_norms = [norm / scale for norm in grad_norms]
-        weight_norms = [tf.norm(value) for value in before]
-        self._original_apply(grads, trainable_variables)
-        update_norms = [tf.norm(_as_float32(variable.value) - value) for (_, _, variable), value in zip(known, before)]
-
-        columns = [index for index, _, _ in known]
-        rows = []
-        for norms in (grad_norms, weight_norms, update_norms):
-            # Variables this apply() did not receive (none, in a standard train_step) get 0.
-            rows.append(tf.scatter_nd([[column] for column in columns], tf.stack(norms), [len(self._variable_names)]))
+        columns = [[index] for index, _, _ in known]
+        # Variables this apply() did not receive (none, in a standard train_step) get 0.
+        rows = [tf.scatter_nd(columns, tf.stack(norms), [len(self._variable_names)])
+                for norms in (grad_norms, weight_norms, update_norms)]
         slot = self._record_count % self._capacity
         self._norms.scatter_nd_update([[slot]], [tf.stack(rows)])
         self._record_steps.scatter_nd_update([[slot]], [self._first_step + self._steps_this_fit])

@@ -126,6 +126,20 @@ def test_no_extra_forward_or_backward_pass(every_n_steps):
     assert logger.latest  # it did measure
 
 
+def test_works_under_a_single_replica_distribution_strategy(tmp_path):
+    # The optimizer synchronises replicas inside apply(); that must not end up inside tf.cond.
+    x, y = _data()
+    strategy = tf.distribute.MirroredStrategy()
+    with strategy.scope():
+        model = _nested_model()
+        model.compile(keras.optimizers.AdamW(0.01), "mse")
+    logger = GradientLogger(log_dir=tmp_path, every_n_steps=3)
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[logger])
+    steps = sorted({row["step"] for row in read_gradient_log(tmp_path / "gradients.csv")})
+    assert steps == [0, 3, 6]
+    assert all(latest["update_norm"] > 0 for latest in logger.latest.values())
+
+
 def test_steps_per_execution_keeps_every_logged_step(tmp_path):
     # 150 steps per epoch with every step logged is more than the on-device buffer holds,
     # so records must be read back during the epoch, once per few executions.
