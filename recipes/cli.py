@@ -19,6 +19,7 @@ from recipes.errors import UsageError
 VERBS = {
     "finetune": "recipes.finetune",
     "pretrain": "recipes.pretrain",
+    "lr-find": "recipes.lr_find",
     "semisupervised": "recipes.semisupervised",
     "list": "recipes.list_cmd",
     "study": "recipes.study",
