@@ -106,6 +106,19 @@ def test_multiplier_applies_to_decoupled_weight_decay(float64):
         np.testing.assert_allclose(variable.numpy() - before[variable.path], expected, rtol=1e-9, atol=1e-15)
 
 
+def test_excluded_variables_are_not_decayed(float64):
+    """The engine's exclusions (biases, batch-norm scales) still hold through the wrapper."""
+    model = tiny_classifier()
+    optimizer = keras.optimizers.AdamW(0.1, weight_decay=0.5)
+    optimizer.exclude_from_weight_decay(var_names=["bias"])
+    optimizer = with_layer_rates(optimizer, model, multipliers=GROUPS)
+    before = {v.path: v.numpy().copy() for v in model.trainable_variables}
+    optimizer.apply([np.zeros(v.shape, "float64") for v in model.trainable_variables], model.trainable_variables)
+    for variable in model.trainable_variables:
+        moved = not np.array_equal(variable.numpy(), before[variable.path])
+        assert moved == variable.path.endswith("kernel"), variable.path
+
+
 def test_zero_multiplier_holds_a_group_still_without_recompiling():
     deltas = one_step_deltas(OPTIMIZERS["adamw"], GROUPS, steps=2, set_live={"stem": 0.0, "block1": 0.0})
     for path, delta in deltas.items():
