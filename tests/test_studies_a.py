@@ -101,3 +101,16 @@ def test_initialization_quick(tmp_path):
     assert max(gradients["small_normal"]) < 1e-6 * min(gradients["he_normal"])
     for name in ("initialization.png", "histograms_tanh.png", "histograms_relu.png"):
         assert (tmp_path / name).exists()
+
+
+def test_symmetry_quick(tmp_path):
+    result = run_quick("symmetry", tmp_path)
+    findings = result.findings
+    # Equal hidden weights stay exactly equal under SGD without dropout ...
+    assert findings["max_spread_without_dropout"] == 0.0
+    # ... and dropout makes the units diverge in every hidden layer.
+    assert min(findings["final_spread_with_dropout"]) > 0.05
+    spreads = findings["spread_per_epoch"]["equal weights + dropout"]
+    assert spreads[0] == [0.0, 0.0] and min(spreads[-1]) > 0.0
+    assert min(findings["final_spread_random_init"]) > 1.0
+    assert (tmp_path / "symmetry.png").exists()
