@@ -142,6 +142,9 @@ def plot_lr_find(rows, suggestion, phase):
             axis.axvline(suggestion[key], color="grey", linestyle=style, linewidth=1, label=f"{key} {suggestion[key]:.2g}")
     axis.axvline(suggestion["suggested"], color="red", linewidth=1.2, label=f"suggested {suggestion['suggested']:.2g}")
     axis.set_xscale("log")
+    # The blow-up at the end would flatten the part that matters: cut the axis above it.
+    losses = [row["loss"] for row in rows]
+    axis.set_ylim(min(losses) * 0.9, min(max(losses), 2.5 * rows[0]["smoothed_loss"]) * 1.05)
     axis.set_xlabel("learning rate")
     axis.set_ylabel("training loss")
     axis.set_title(f"learning-rate finder, {phase} phase ({PHASE_FLAGS[phase]})")
