@@ -171,9 +171,14 @@ def build_model(args):
                        labels_per_class=args.labels_per_class, seed=args.seed, data_dir=args.data_dir)
     model = backbones.build_classifier(args.backbone, len(splits.class_names), args.image_size, weights=weights,
                                        dropout=args.dropout, hidden_units=args.head_units)
+    if args.regularizer == "l2sp":   # its penalty is part of the loss being scanned
+        from models.regularizers import regularize_towards_pretrained
+
+        regularize_towards_pretrained(model, args.l2sp_alpha, args.l2sp_beta)
     if args.phase == "finetune" and args.epochs > 0:
         training = engine.TrainingOptions(weight_decay=args.weight_decay, patience=args.patience,
-                                          verbose=int(args.verbose))
+                                          verbose=int(args.verbose), feature_cache=args.feature_cache,
+                                          cache_dir=args.cache_dir)
         engine.fine_tune(lambda: model, splits, head_epochs=args.epochs, finetune_epochs=0,
                          learning_rate=args.lr, finetune_learning_rate=args.finetune_lr, options=training)
     return model, splits

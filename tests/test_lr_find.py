@@ -59,7 +59,7 @@ def read_csv(path):
 
 @pytest.mark.parametrize("phase, extra", [
     ("head", []),
-    ("finetune", ["--epochs", "1", "--layer-decay", "0.5", "--unfreeze", "stage2"]),
+    ("finetune", ["--epochs", "1", "--layer-decay", "0.5", "--unfreeze", "stage2", "--regularizer", "l2sp"]),
 ])
 def test_lr_find_on_digits_writes_the_curve_and_a_suggestion(tmp_path, capsys, phase, extra):
     status = cli.main(["lr-find", "--phase", phase, "--weights", "none", "--steps", "12", "--start", "1e-5",
