@@ -75,7 +75,7 @@ class GradientLogger(keras.callbacks.Callback):
     >>> logger = GradientLogger(log_dir="runs/cifar", every_n_steps=20)
     >>> model.fit(x, y, epochs=3, callbacks=[logger])
     >>> logger.flags
-    [{'layer': 'dense', 'problem': 'vanishing', 'step': 0, 'grad_norm': 3.1e-09}]
+    [{'layer': 'dense', 'problem': 'vanishing', 'step': 20, 'grad_norm': 3.1e-09}]
     """
 
     def __init__(self, log_dir=None, every_n_steps=DEFAULT_EVERY_N_STEPS, vanishing_threshold=1e-7,
