@@ -158,18 +158,18 @@ def train_mlp_losses(train, validation, epochs, seed):
 
 def plot(paths, mlp, epochs):
     plt = pyplot()
-    figure = plt.figure(figsize=(14, 9.5), layout="constrained")
+    figure = plt.figure(figsize=(12, 8.5), layout="constrained")
     grid = figure.add_gridspec(3, 4, height_ratios=[1, 1, 1.15])
-    xs, ys = np.meshgrid(np.linspace(-2, 2, 300), np.linspace(-1, 3, 300))
-    levels = np.logspace(-1, 3.5, 14)
+    xs, ys = np.meshgrid(np.linspace(-2, 2, 200), np.linspace(-1, 3, 200))
+    levels = np.logspace(-1, 3.5, 10)
     for index, (name, path) in enumerate(paths.items()):
         axes = figure.add_subplot(grid[index // 4, index % 4])
         axes.contour(xs, ys, rosenbrock(xs, ys), levels=levels, colors="0.75", linewidths=0.6)
-        axes.plot(path[:, 0], path[:, 1], "-", color=COLORS[name], linewidth=1.2, marker=".", markersize=2)
+        axes.plot(path[:, 0], path[:, 1], "-", color=COLORS[name], linewidth=1.2)
         axes.plot(*RAVINE_START, "o", color="black", markersize=4)
         axes.plot(1, 1, "*", color="gold", markeredgecolor="black", markersize=12)
         final = float(rosenbrock(*path[-1]))
-        axes.set_title(f"{name} (lr {RAVINE_SETTINGS[name]['learning_rate']:g}): f = {final:.2g}", fontsize=10)
+        axes.set_title(f"{name} (lr {RAVINE_SETTINGS[name]['learning_rate']:g}): f = {final:.2g}", fontsize=9)
         axes.set_xlim(-2, 2)
         axes.set_ylim(-1, 3)
         axes.set_xticks([-2, -1, 0, 1, 2])
@@ -190,7 +190,7 @@ def plot(paths, mlp, epochs):
     mlp_axes.set_xlabel("epoch (GD: 1 step each, others: one per mini-batch of 32)")
     mlp_axes.set_ylabel("training loss")
     mlp_axes.set_title("MLP on digits, same initial weights")
-    mlp_axes.legend(fontsize=8, ncol=2)
+    mlp_axes.legend(fontsize=8, ncol=2, loc="lower left")
     figure.suptitle("Optimizers on the Rosenbrock ravine (top: paths from the same start, star = minimum) "
                     "and on an MLP", fontsize=12)
     return figure
