@@ -30,7 +30,7 @@ def test_optimizers_quick(tmp_path):
     # On the MLP every optimizer descends from the same start, full-batch GD the least per epoch.
     mlp = result.findings["mlp_final_loss"]
     assert max(mlp, key=mlp.get) == "GD"
-    assert all(loss < 2.3 for loss in mlp.values())
+    assert all(loss < result.findings["mlp_initial_loss"] for loss in mlp.values()), mlp
 
 
 def test_dropout_uncertainty_quick(tmp_path):
@@ -64,8 +64,10 @@ def test_regularization_quick(tmp_path):
     # regularisers narrow the validation-minus-training cross-entropy gap (measured: none
     # 0.80; L1 0.71, L2 0.61, elastic net 0.65, dropout 0.49, early stopping 0.19,
     # augmentation 0.50). Batch norm is shown for comparison only (measured: 0.79).
-    for name in ("L1", "L2", "elastic net", "dropout", "early stopping", "augmentation"):
-        assert gap[name] < 0.95 * gap["none"], (name, gap)
+    for name in ("L1", "L2", "elastic net"):
+        assert gap[name] < gap["none"], (name, gap)
+    for name in ("dropout", "early stopping", "augmentation"):
+        assert gap[name] < 0.8 * gap["none"], (name, gap)
     assert result.findings["train_accuracy"]["none"] == 1.0  # it memorised the wrong labels too
     # L1 leaves far more weights near zero than L2, which leaves more than no penalty
     # (measured: 54 %, 36 %, 7 %).

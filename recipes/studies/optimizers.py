@@ -224,6 +224,7 @@ def run(run_dir, *, quick=False, seed=0):
         "ravine_final_loss": ravine_loss,
         "ravine_beats_gd": beats_gd,
         "mlp_epochs": epochs,
+        "mlp_initial_loss": mlp["GD"]["loss"][0],  # the same weights for every optimizer
         "mlp_final_loss": {name: result["loss"][-1] for name, result in mlp.items()},
         "mlp_val_accuracy": {name: result["val_accuracy"] for name, result in mlp.items()},
     }
