@@ -5,7 +5,8 @@
     model.get_layer("backbone"), model.get_layer("head")
 """
 
-from models import backbones, freezing, initializers, lsuv, regularizers
+# layer_rates registers LayerRateOptimizer, so `.keras` files compiled with it load.
+from models import backbones, freezing, initializers, layer_rates, lsuv, regularizers
 from models.autoencoder import build_autoencoder
 from models.cnn import build_cnn
 from models.heads import attach_head, build_head
@@ -15,5 +16,5 @@ from models.resnet import build_resnet
 
 __all__ = [
     "attach_head", "backbones", "build_autoencoder", "build_cnn", "build_head", "build_mlp", "build_resnet",
-    "create_model", "describe_model", "freezing", "initializers", "list_models", "lsuv", "regularizers",
+    "create_model", "describe_model", "freezing", "initializers", "layer_rates", "list_models", "lsuv", "regularizers",
 ]

@@ -16,8 +16,9 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from callbacks import EarlyStopping, GradientLogger, HistoryWriter
+from callbacks import EarlyStopping, GradientLogger, GradualUnfreezing, HistoryWriter
 from models.freezing import freeze, unfreeze
+from models.layer_rates import with_layer_rates
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 
@@ -36,15 +37,21 @@ def make_strategy(name="default"):
 
 
 
-def compile_model(model, *, learning_rate, weight_decay=0.0, num_classes=None, task="classification"):
+def compile_model(model, *, learning_rate, weight_decay=0.0, num_classes=None, task="classification",
+                  layer_rates=None):
     """Compile with AdamW (decoupled weight decay) for a task.
 
     `"classification"`: cross-entropy on logits and accuracy (binary when the model has
-    one output). `"reconstruction"` (autoencoders): mean squared error.
+    one output). `"reconstruction"` (autoencoders): mean squared error. `layer_rates`
+    (`{"decay": ..., "groups": ...}`) gives each layer group its own multiple of the rate
+    (see `models.layer_rates`).
     """
     num_classes = num_classes or model.output_shape[-1]
     optimizer = keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
     optimizer.exclude_from_weight_decay(var_names=NO_DECAY_NAMES)
+    if layer_rates is not None:
+        optimizer = with_layer_rates(optimizer, model, decay=layer_rates.get("decay"),
+                                     groups=layer_rates.get("groups"))
     if task == "reconstruction":
         loss, metrics = keras.losses.MeanSquaredError(), []
     elif num_classes == 1:
@@ -69,6 +76,8 @@ class Phase:
     learning_rate: float
     set_trainable: callable  # model -> None, called before compiling
     head_only: bool = False
+    layer_rates: dict = None      # {"decay": ..., "groups": ...}: per-group multiples of the rate
+    callbacks: callable = None    # first epoch of the phase -> callbacks for this phase only
 
 
 @dataclass
@@ -129,7 +138,7 @@ def run_phases(build_model, data, phases, options=None, *, strategy="default", r
         with strategy.scope():
             phase.set_trainable(model)
             compile_model(model, learning_rate=phase.learning_rate, weight_decay=options.weight_decay,
-                          num_classes=num_classes, task=options.task)
+                          num_classes=num_classes, task=options.task, layer_rates=phase.layer_rates)
         fit_model, train_data, val_data = model, data.train, data.val
         use_cache = phase.head_only and options.feature_cache
         if use_cache and feature_cache_refusal(data):
@@ -142,10 +151,12 @@ def run_phases(build_model, data, phases, options=None, *, strategy="default", r
             with strategy.scope():
                 compile_model(fit_model, learning_rate=phase.learning_rate,
                               weight_decay=options.weight_decay, num_classes=num_classes)
+        # Built when the phase starts: early stopping may have shortened the one before.
+        phase_callbacks = phase.callbacks(epoch) if phase.callbacks else []
         started = time.perf_counter()
         history = fit_model.fit(train_data, validation_data=val_data, initial_epoch=epoch,
-                                epochs=epoch + phase.epochs, callbacks=callbacks, verbose=options.verbose,
-                                shuffle=False)  # the tf.data pipeline shuffles
+                                epochs=epoch + phase.epochs, callbacks=[*callbacks, *phase_callbacks],
+                                verbose=options.verbose, shuffle=False)  # the tf.data pipeline shuffles
         seconds = time.perf_counter() - started
         epochs_run = len(history.epoch)
         for index, epoch_number in enumerate(history.epoch):
@@ -243,7 +254,8 @@ def train(build_model, data, *, epochs, learning_rate, options=None, **kwargs):
 
 
 def fine_tune(build_model, data, *, head_epochs, finetune_epochs, learning_rate, finetune_learning_rate,
-              unfreeze_layers="all", batch_norm="frozen", options=None, **kwargs):
+              unfreeze_layers="all", batch_norm="frozen", layer_decay=None, lr_groups=None,
+              gradual_unfreeze=None, options=None, **kwargs):
     """Two phases: the head on a frozen backbone, then the unfrozen part of the backbone too.
 
     Args:
@@ -258,6 +270,13 @@ def fine_tune(build_model, data, *, head_epochs, finetune_epochs, learning_rate,
             block or layer name (that layer and everything above it).
         batch_norm: `"frozen"` (batch norm stays in inference mode when unfrozen, the
             Keras guide's rule for small datasets) or `"train"`.
+        layer_decay: phase 2: each backbone group below the head at this times the rate
+            of the group above (timm's layer-wise decay). Defaults to `None`.
+        lr_groups: phase 2: explicit rate multipliers by group, `{"stage3": 0.3}`.
+            Defaults to `None`.
+        gradual_unfreeze: phase 2: unfreeze the backbone's blocks from the top, one every
+            this many epochs (an int), or at these epochs of the phase (a list); see
+            `callbacks.GradualUnfreezing`. Defaults to `None` (all at once).
         options: `TrainingOptions`.
     """
     def head_only(model):
@@ -274,6 +293,18 @@ def fine_tune(build_model, data, *, head_epochs, finetune_epochs, learning_rate,
         else:
             unfreeze(backbone, from_layer=unfreeze_layers, batch_norm=batch_norm)
 
+    # Gradual unfreezing works through the rate multipliers, so it needs them even without decay.
+    rates = ({"decay": layer_decay, "groups": lr_groups}
+             if layer_decay is not None or lr_groups or gradual_unfreeze else None)
+
+    def unfreezing(first_epoch):
+        if gradual_unfreeze is None:
+            return []
+        if isinstance(gradual_unfreeze, int):
+            return [GradualUnfreezing(gradual_unfreeze, start_epoch=first_epoch)]
+        return [GradualUnfreezing(schedule=list(gradual_unfreeze), start_epoch=first_epoch)]
+
     phases = [Phase("head", head_epochs, learning_rate, head_only, head_only=True),
-              Phase("finetune", finetune_epochs, finetune_learning_rate, head_and_backbone)]
+              Phase("finetune", finetune_epochs, finetune_learning_rate, head_and_backbone,
+                    layer_rates=rates, callbacks=unfreezing)]
     return run_phases(build_model, data, phases, options, **kwargs)

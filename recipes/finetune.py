@@ -14,7 +14,7 @@ history.png, tensorboard/ (and scratch/ when comparing with training from scratc
 
 import argparse
 
-from recipes import options
+from recipes import layer_rate_options, options
 from recipes.errors import UsageError
 
 # ## Defaults: the offline transfer demo (digits 0-4 -> digits 5-9, few labels).
@@ -67,6 +67,7 @@ def add_arguments(parser):
     group.add_argument("--compare-scratch", action=argparse.BooleanOptionalAction, default=None,
                        help="also train the same network from scratch on the same data and print both. "
                             "Default: on with --weights digits-source")
+    layer_rate_options.add_arguments(parser)
     options.add_run_arguments(parser)
 
 
@@ -106,6 +107,7 @@ def validate(args):
         args.unfreeze = options.check_positive_int(int(args.unfreeze), "--unfreeze")
     if isinstance(args.unfreeze, str) and args.unfreeze != "all":
         check_unfreeze_name(args)
+    layer_rate_options.validate(args)
     if args.compare_scratch is None:
         args.compare_scratch = args.weights == "digits-source"
 
@@ -179,7 +181,8 @@ def finetune(args):
     results = {"transfer": engine.fine_tune(
         lambda: model, splits, head_epochs=args.epochs, finetune_epochs=args.finetune_epochs,
         learning_rate=args.lr, finetune_learning_rate=args.finetune_lr, unfreeze_layers=args.unfreeze,
-        batch_norm=args.batch_norm, options=training, strategy=strategy, run_dir=run_dir)}
+        batch_norm=args.batch_norm, layer_decay=args.layer_decay, lr_groups=args.lr_groups,
+        gradual_unfreeze=args.gradual_unfreeze, options=training, strategy=strategy, run_dir=run_dir)}
     config = {key: value for key, value in vars(args).items() if not key.startswith("_")}
     config.update(recipe="finetune", weights_resolved=weights, class_names=splits.class_names)
 

@@ -78,20 +78,25 @@ def test_finetune_phase_changes_only_unfrozen_layers_and_frozen_batch_norm_keeps
 
 
 class _EpochEndSnapshots(keras.callbacks.Callback):
-    """Weights at the end of every epoch (before any best-weight restoring at the end)."""
+    """The whole model's weights at the end of every epoch (before best-weight restoring).
 
-    def __init__(self):
+    It keeps its own reference to the model: a head-only phase on cached features fits
+    the head alone, so `self.model` is not always the whole model.
+    """
+
+    def __init__(self, whole_model):
         super().__init__()
+        self.whole_model = whole_model
         self.snapshots = []
 
     def on_epoch_end(self, epoch, logs=None):
-        self.snapshots.append(_snapshot(self.model))
+        self.snapshots.append(_snapshot(self.whole_model))
 
 
 @pytest.mark.parametrize("policy, statistics_move", [("frozen", False), ("train", True)])
 def test_batch_norm_policy_decides_whether_moving_statistics_update(policy, statistics_move):
     model = _model()
-    snapshots = _EpochEndSnapshots()
+    snapshots = _EpochEndSnapshots(model)
     _fine_tune(model, head_epochs=1, finetune_epochs=1, batch_norm=policy, extra_callbacks=[snapshots])
     after_head, after_finetune = snapshots.snapshots
     assert bool(_changed(after_head, after_finetune, "moving_mean")) == statistics_move
@@ -166,3 +171,32 @@ def test_feature_cache_is_refused_with_a_note_when_augmentation_is_on():
     _, result = _head_only_run(feature_cache=True, splits=splits)
     assert result.phases[0]["feature_cache"] is False
     assert any("augmentation" in note for note in result.notes)
+
+
+def test_gradual_unfreezing_in_phase_two_holds_lower_blocks_until_their_turn():
+    model = _model()  # groups bottom to top: stem, stage1, stage2, head
+    _fine_tune(model, head_epochs=1)
+    before = _snapshot(model)
+    result = _fine_tune(model, head_epochs=1, finetune_epochs=2, gradual_unfreeze=[0])  # only stage2 joins
+    after = _snapshot(model)
+    changed = _changed(before, after, "")
+    assert any("stage2_block1_1_conv" in path for path in changed)
+    assert not any("stage1_" in path or "stem_" in path for path in changed)
+    assert type(model.optimizer).__name__ == "LayerRateOptimizer"
+    assert [phase["name"] for phase in result.phases] == ["head", "finetune"]
+
+
+def test_layer_decay_moves_lower_blocks_less_than_upper_ones():
+    model = _model()
+    _fine_tune(model, head_epochs=1)
+    before = _snapshot(model)
+    _fine_tune(model, head_epochs=0, finetune_epochs=1, finetune_learning_rate=1e-2, layer_decay=0.01,
+               batch_norm="frozen")
+    after = _snapshot(model)
+
+    def relative_change(part):
+        paths = [path for path in before if part in path and path.endswith("kernel")]
+        return max(np.linalg.norm(after[p] - before[p]) / np.linalg.norm(before[p]) for p in paths)
+
+    # stage1 trains at 0.01x the rate of stage2 (and stage2 at 0.01x the head's).
+    assert relative_change("stage1_") < 0.2 * relative_change("stage2_")

@@ -128,7 +128,8 @@ def test_pretrained_file_from_pretrain_feeds_finetune(tmp_path, capsys):
     weights = Path(runs) / "pretrain" / "src" / "best.keras"
     assert weights.is_file()
     assert main(["finetune", "--weights", str(weights), "--epochs", "1", "--finetune-epochs", "1",
-                 "--image-size", "16", "--unfreeze", "stage3", "--regularizer", "l2sp",
+                 "--image-size", "16", "--unfreeze", "stage2", "--regularizer", "l2sp",
+                 "--layer-decay", "0.5", "--gradual-unfreeze", "1",
                  "--cache-dir", str(tmp_path / "features"), "--runs-dir", runs, "--name", "dst"]) == 0
     out = capsys.readouterr().out
     assert "| transfer (resnet8" in out and "scratch" not in out
