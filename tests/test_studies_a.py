@@ -114,3 +114,22 @@ def test_symmetry_quick(tmp_path):
     assert spreads[0] == [0.0, 0.0] and min(spreads[-1]) > 0.0
     assert min(findings["final_spread_random_init"]) > 1.0
     assert (tmp_path / "symmetry.png").exists()
+
+
+def test_vanishing_gradients_quick(tmp_path):
+    result = run_quick("vanishing-gradients", tmp_path)
+    at_start = result.findings["gradient_ratio_first_to_last_at_start"]
+    # The deep sigmoid network's first layer gets orders of magnitude less gradient than its last ...
+    assert at_start["sigmoid"] < 1e-3
+    assert result.findings["gradient_ratio_first_to_last_median"]["sigmoid"] < 1e-3
+    # ... while ReLU, leaky ReLU, batch norm and residual connections keep it within two orders.
+    for name in ("relu", "leaky_relu", "sigmoid + batch norm", "sigmoid + residual"):
+        assert 1e-2 < at_start[name] < 1e2, name
+        assert at_start[name] > 1e3 * at_start["sigmoid"], name
+    # The sigmoid network does no better than guessing; the others learn.
+    final_loss = result.findings["final_loss"]
+    assert final_loss["sigmoid"] > 0.95 * result.findings["chance_loss"]
+    assert final_loss["relu"] < final_loss["sigmoid"] and final_loss["sigmoid + batch norm"] < final_loss["sigmoid"]
+    # GradientLogger wrote one CSV log per network.
+    assert len(list((tmp_path / "gradients").glob("*.csv"))) == 6
+    assert (tmp_path / "vanishing_gradients.png").exists()
