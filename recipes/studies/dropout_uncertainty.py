@@ -1,6 +1,6 @@
 """Study: Monte Carlo dropout, dropout kept on at test time as a measure of uncertainty.
 
-    headstart study dropout-uncertainty            # about 20 s on 2 CPU cores
+    headstart study dropout-uncertainty            # about 15 s on 2 busy CPU cores
     headstart study dropout-uncertainty --quick    # the same code path, fewer steps
 
 An MLP with dropout (`models.build_mlp`, one linear output) learns y = sin(x) from noisy

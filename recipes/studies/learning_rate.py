@@ -1,6 +1,6 @@
 """Study: the update-to-weight ratio as a gauge of the learning rate.
 
-    headstart study learning-rate            # about 30 s on 2 CPU cores
+    headstart study learning-rate            # about 20 s on 2 busy CPU cores
     headstart study learning-rate --quick    # the same code path, fewer epochs
 
 The lecture's advice: watch the ratio of the size of each update to the size of the

@@ -1,7 +1,7 @@
 """Study: eight optimizers on the same problems, from plain gradient descent to AdamW.
 
-    headstart study optimizers            # about 40 s on 2 CPU cores
-    headstart study optimizers --quick    # a few seconds
+    headstart study optimizers            # about 75 s on 2 busy CPU cores (with the TensorFlow start-up)
+    headstart study optimizers --quick    # about 20 s, most of it TensorFlow start-up and tracing
 
 Two problems, each started from the same point for every optimizer:
 
