@@ -109,7 +109,7 @@ def test_symmetry_quick(tmp_path):
     # Equal hidden weights stay exactly equal under SGD without dropout ...
     assert findings["max_spread_without_dropout"] == 0.0
     # ... and dropout makes the units diverge in every hidden layer.
-    assert min(findings["final_spread_with_dropout"]) > 0.05
+    assert min(findings["final_spread_with_dropout"]) > 0.01
     spreads = findings["spread_per_epoch"]["equal weights + dropout"]
     assert spreads[0] == [0.0, 0.0] and min(spreads[-1]) > 0.0
     assert min(findings["final_spread_random_init"]) > 1.0

@@ -1,6 +1,6 @@
 """Exploding and vanishing products: why a deep network's signal needs properly scaled weights.
 
-    headstart study exploding-products            # about 5 s on 2 CPU cores (NumPy only)
+    headstart study exploding-products            # about 10 s on 2 busy CPU cores (NumPy only)
     headstart study exploding-products --quick
 
 The lecture's demonstration: multiply 100 random 4x4 Gaussian matrices. With entries of

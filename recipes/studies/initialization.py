@@ -1,6 +1,6 @@
 """Initialisation: what each scheme does to a deep network's activations and gradients at step 0.
 
-    headstart study initialization               # about 20 s on 2 CPU cores
+    headstart study initialization               # about 30 s on 2 busy CPU cores
     headstart study initialization --quick
 
 The classic figure: a 10-layer MLP (width 128) with tanh and with ReLU, initialised with
