@@ -24,7 +24,7 @@ from recipes.cli import options_for  # noqa: E402
 # method -> finetune options on top of the recipe's defaults
 METHODS = {
     "scratch (same resnet8, random init)": dict(weights="none", epochs=0, finetune_epochs=30, finetune_lr=1e-2,
-                                                 batch_norm="train", compare_scratch=False),
+                                                 batch_norm="train"),
     "frozen backbone + new head": dict(finetune_epochs=0, epochs=30),
     "two-phase fine-tune": dict(),
     "two-phase + discriminative rates (layer decay 0.5)": dict(layer_decay=0.5),
