@@ -10,8 +10,9 @@ import tensorflow as tf
 
 from callbacks.gradient_log import COLUMNS, last_logged_step, summarize_layers, update_ratio
 
-# From scripts/bench_gradient_logger.py (BENCHMARKS.md): one logged step costs 0.5-2 ms, 0.6-2.5%
-# of a resnet8 step on 2 CPU cores; one in 50 stays under 1% with steps ten times faster.
+# From scripts/bench_gradient_logger.py (BENCHMARKS.md): one logged step costs 0.5-5 ms (idle to
+# heavily loaded), 0.6-5% of a resnet8 step on 2 CPU cores; one in 50 stays under 1% even with
+# steps ten times faster.
 DEFAULT_EVERY_N_STEPS = 50
 
 
