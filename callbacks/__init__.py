@@ -10,6 +10,7 @@ import importlib
 
 _EXPORTS = {
     "EarlyStopping": "callbacks.early_stopping",
+    "EpochTimer": "callbacks.epoch_timer",
     "GradientLogger": "callbacks.gradient_logger",
     "GradualUnfreezing": "callbacks.gradual_unfreezing",
     "HistoryWriter": "callbacks.history_writer",
