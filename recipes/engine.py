@@ -130,7 +130,6 @@ def run_phases(build_model, data, phases, options=None, *, strategy="default", r
     result = TrainingResult(model=model)
     features = None
     best_weights, best_value = None, None
-    sign = -1.0 if "acc" in options.monitor else 1.0  # lower is better after the sign
     epoch = 0
     for phase in phases:
         if phase.epochs == 0:
@@ -174,6 +173,7 @@ def run_phases(build_model, data, phases, options=None, *, strategy="default", r
         })
         epoch += epochs_run
         phase_best = early_stopping.best_value
+        sign = -1.0 if early_stopping.summary()["mode"] == "max" else 1.0  # lower is better after the sign
         if phase_best is not None and math.isfinite(phase_best) and (
                 best_value is None or sign * phase_best < sign * best_value):
             best_value = phase_best
@@ -253,6 +253,24 @@ def train(build_model, data, *, epochs, learning_rate, options=None, **kwargs):
                       options, **kwargs)
 
 
+def train_head_only(model):
+    """Phase 1 of fine-tuning: the head trains, the backbone is frozen."""
+    unfreeze(model.get_layer("head"), batch_norm="train")
+    freeze(model.get_layer("backbone"))
+
+
+def train_head_and_backbone(model, unfreeze_layers="all", batch_norm="frozen"):
+    """Phase 2: the head and the unfrozen part of the backbone train (see `fine_tune`)."""
+    unfreeze(model.get_layer("head"), batch_norm="train")
+    backbone = model.get_layer("backbone")
+    if unfreeze_layers == "all":
+        unfreeze(backbone, batch_norm=batch_norm)
+    elif isinstance(unfreeze_layers, int):
+        unfreeze(backbone, top_layers=unfreeze_layers, batch_norm=batch_norm)
+    else:
+        unfreeze(backbone, from_layer=unfreeze_layers, batch_norm=batch_norm)
+
+
 def fine_tune(build_model, data, *, head_epochs, finetune_epochs, learning_rate, finetune_learning_rate,
               unfreeze_layers="all", batch_norm="frozen", layer_decay=None, lr_groups=None,
               gradual_unfreeze=None, options=None, **kwargs):
@@ -279,19 +297,8 @@ def fine_tune(build_model, data, *, head_epochs, finetune_epochs, learning_rate,
             `callbacks.GradualUnfreezing`. Defaults to `None` (all at once).
         options: `TrainingOptions`.
     """
-    def head_only(model):
-        unfreeze(model.get_layer("head"), batch_norm="train")
-        freeze(model.get_layer("backbone"))
-
     def head_and_backbone(model):
-        unfreeze(model.get_layer("head"), batch_norm="train")
-        backbone = model.get_layer("backbone")
-        if unfreeze_layers == "all":
-            unfreeze(backbone, batch_norm=batch_norm)
-        elif isinstance(unfreeze_layers, int):
-            unfreeze(backbone, top_layers=unfreeze_layers, batch_norm=batch_norm)
-        else:
-            unfreeze(backbone, from_layer=unfreeze_layers, batch_norm=batch_norm)
+        train_head_and_backbone(model, unfreeze_layers, batch_norm)
 
     # Gradual unfreezing works through the rate multipliers, so it needs them even without decay.
     rates = ({"decay": layer_decay, "groups": lr_groups}
@@ -304,7 +311,7 @@ def fine_tune(build_model, data, *, head_epochs, finetune_epochs, learning_rate,
             return [GradualUnfreezing(gradual_unfreeze, start_epoch=first_epoch)]
         return [GradualUnfreezing(schedule=list(gradual_unfreeze), start_epoch=first_epoch)]
 
-    phases = [Phase("head", head_epochs, learning_rate, head_only, head_only=True),
+    phases = [Phase("head", head_epochs, learning_rate, train_head_only, head_only=True),
               Phase("finetune", finetune_epochs, finetune_learning_rate, head_and_backbone,
                     layer_rates=rates, callbacks=unfreezing)]
     return run_phases(build_model, data, phases, options, **kwargs)

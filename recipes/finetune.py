@@ -147,14 +147,20 @@ def pretrained_digits_backbone(args):
     return path
 
 
-def finetune(args):
-    """Run the recipe on validated `args`; returns (run_dir, results) with results by method."""
+def model_and_data(args, strategy=None):
+    """The recipe's data and model for validated `args`: (model, splits, resolved weights).
+
+    Reads the data, pretrains the digits backbone first if it must, builds the classifier
+    (inside `strategy`'s scope when given) and puts L2-SP on it when asked. `lr-find`
+    uses the same, so it scans exactly the model `finetune` would train.
+    """
+    import contextlib
+
     import keras
 
     from models import backbones
     from models.regularizers import regularize_towards_pretrained
-    from recipes import data, engine
-    from recipes.rundir import RunDir, write_training_outputs
+    from recipes import data
 
     weights = {"none": None, "digits-source": None}.get(args.weights, args.weights)
     if args.weights == "digits-source":
@@ -164,15 +170,26 @@ def finetune(args):
     splits = data.load(args.data, image_size=(args.image_size,) * 2, channels=3, batch_size=args.batch_size,
                        preprocess=spec.preprocess, augment=args.augment, classes=args.classes,
                        labels_per_class=args.labels_per_class, seed=args.seed, data_dir=args.data_dir)
-    num_classes = len(splits.class_names)
-    head_options = dict(dropout=args.dropout, hidden_units=args.head_units)
-
-    strategy = engine.make_strategy(args.strategy)
-    with strategy.scope():
-        model = backbones.build_classifier(args.backbone, num_classes, args.image_size, weights=weights,
-                                           **head_options)
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        model = backbones.build_classifier(args.backbone, splits.num_classes, args.image_size, weights=weights,
+                                           dropout=args.dropout, hidden_units=args.head_units)
         if args.regularizer == "l2sp":
             regularize_towards_pretrained(model, args.l2sp_alpha, args.l2sp_beta)
+    return model, splits, weights
+
+
+def finetune(args):
+    """Run the recipe on validated `args`; returns (run_dir, results) with results by method."""
+    import keras
+
+    from models import backbones
+    from recipes import engine
+    from recipes.rundir import RunDir, write_training_outputs
+
+    strategy = engine.make_strategy(args.strategy)
+    model, splits, weights = model_and_data(args, strategy)
+    num_classes = splits.num_classes
+    head_options = dict(dropout=args.dropout, hidden_units=args.head_units)
 
     run_dir = RunDir.create("finetune", args.name, args.runs_dir, args.overwrite)
     training = engine.TrainingOptions(weight_decay=args.weight_decay, patience=args.patience,

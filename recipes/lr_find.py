@@ -156,25 +156,9 @@ def plot_lr_find(rows, suggestion, phase):
 
 def build_model(args):
     """The finetune recipe's model and data for these options; the head trained first for phase 2."""
-    import keras
+    from recipes import engine
 
-    from models import backbones
-    from recipes import data, engine
-
-    weights = {"none": None, "digits-source": None}.get(args.weights, args.weights)
-    if args.weights == "digits-source":
-        weights = str(finetune.pretrained_digits_backbone(args))
-    keras.utils.set_random_seed(args.seed)
-    spec = backbones.get_spec(args.backbone)
-    splits = data.load(args.data, image_size=(args.image_size,) * 2, channels=3, batch_size=args.batch_size,
-                       preprocess=spec.preprocess, augment=args.augment, classes=args.classes,
-                       labels_per_class=args.labels_per_class, seed=args.seed, data_dir=args.data_dir)
-    model = backbones.build_classifier(args.backbone, len(splits.class_names), args.image_size, weights=weights,
-                                       dropout=args.dropout, hidden_units=args.head_units)
-    if args.regularizer == "l2sp":   # its penalty is part of the loss being scanned
-        from models.regularizers import regularize_towards_pretrained
-
-        regularize_towards_pretrained(model, args.l2sp_alpha, args.l2sp_beta)
+    model, splits, _ = finetune.model_and_data(args)
     if args.phase == "finetune" and args.epochs > 0:
         training = engine.TrainingOptions(weight_decay=args.weight_decay, patience=args.patience,
                                           verbose=int(args.verbose), feature_cache=args.feature_cache,
@@ -185,33 +169,25 @@ def build_model(args):
 
 
 def set_phase_trainable(model, args):
-    """What trains in the scanned phase, as `engine.fine_tune` sets it."""
-    from models.freezing import freeze, unfreeze
+    """What trains in the scanned phase, exactly as `engine.fine_tune` sets it."""
+    from recipes import engine
 
-    unfreeze(model.get_layer("head"), batch_norm="train")
-    backbone = model.get_layer("backbone")
     if args.phase == "head":
-        freeze(backbone)
-    elif args.unfreeze == "all":
-        unfreeze(backbone, batch_norm=args.batch_norm)
-    elif isinstance(args.unfreeze, int):
-        unfreeze(backbone, top_layers=args.unfreeze, batch_norm=args.batch_norm)
+        engine.train_head_only(model)
     else:
-        unfreeze(backbone, from_layer=args.unfreeze, batch_norm=args.batch_norm)
+        engine.train_head_and_backbone(model, args.unfreeze, args.batch_norm)
 
 
 def find(args):
     """Run the scan on validated `args`; returns (run_dir, rows, stop, suggestion)."""
-    from models import layer_rates
     from recipes import engine
     from recipes.rundir import RunDir
 
     model, splits = build_model(args)
     set_phase_trainable(model, args)
-    engine.compile_model(model, learning_rate=args.start, weight_decay=args.weight_decay)
-    if args.phase == "finetune" and (args.layer_decay is not None or args.lr_groups):
-        optimizer = layer_rates.with_layer_rates(model.optimizer, model, decay=args.layer_decay, groups=args.lr_groups)
-        model.compile(optimizer=optimizer, loss=model.loss)
+    rates = ({"decay": args.layer_decay, "groups": args.lr_groups}
+             if args.phase == "finetune" and (args.layer_decay is not None or args.lr_groups) else None)
+    engine.compile_model(model, learning_rate=args.start, weight_decay=args.weight_decay, layer_rates=rates)
     run_dir = RunDir.create("lr-find", args.name, args.runs_dir, args.overwrite)
 
     batches = iter(splits.train.repeat())
