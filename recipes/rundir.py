@@ -82,9 +82,13 @@ class RunDir:
         return target
 
     def save_figure(self, figure, relative):
+        """Write a matplotlib figure as PNG, then close it (pyplot keeps open figures alive)."""
+        import matplotlib.pyplot as plt
+
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
         atomic_write_bytes(self.file(relative), buffer.getvalue())
+        plt.close(figure)
 
 
 def write_training_outputs(run_dir, config, result, extra_metrics=None):
