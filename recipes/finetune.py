@@ -71,7 +71,7 @@ def add_arguments(parser):
     options.add_run_arguments(parser)
 
 
-def validate(args):
+def validate(args, recipe="finetune"):
     """Every check, before any data is read or anything written; raises UsageError.
 
     Fills in resolved values (the image size, head units, the scratch comparison).
@@ -79,7 +79,7 @@ def validate(args):
     from models import backbones
     from recipes import data
 
-    options.check_common(args, "finetune")
+    options.check_common(args, recipe)
     options.check_non_negative_int(args.finetune_epochs, "--finetune-epochs")
     options.check_positive_float(args.finetune_lr, "--finetune-lr")
     options.check_positive_int(args.pretrain_epochs, "--pretrain-epochs")
@@ -184,7 +184,7 @@ def finetune(args):
 
     from models import backbones
     from recipes import engine
-    from recipes.rundir import RunDir, write_training_outputs
+    from recipes.rundir import RunDir, run_config, write_training_outputs
 
     strategy = engine.make_strategy(args.strategy)
     model, splits, weights = model_and_data(args, strategy)
@@ -200,8 +200,7 @@ def finetune(args):
         learning_rate=args.lr, finetune_learning_rate=args.finetune_lr, unfreeze_layers=args.unfreeze,
         batch_norm=args.batch_norm, layer_decay=args.layer_decay, lr_groups=args.lr_groups,
         gradual_unfreeze=args.gradual_unfreeze, options=training, strategy=strategy, run_dir=run_dir)}
-    config = {key: value for key, value in vars(args).items() if not key.startswith("_")}
-    config.update(recipe="finetune", weights_resolved=weights, class_names=splits.class_names)
+    config = run_config(args, recipe="finetune", weights_resolved=weights, class_names=splits.class_names)
 
     if args.compare_scratch:
         scratch_dir = RunDir(run_dir.path / "scratch")
@@ -229,9 +228,8 @@ def results_table(results, args):
               "scratch": f"scratch (same {args.backbone}, random init)"}
     lines = ["| model | accuracy | phases (epochs run, time) |", "|---|---|---|"]
     for method, result in results.items():
-        accuracy = next(value for key, value in result.metrics.items() if key.endswith("accuracy"))
         phases = ", ".join(f"{phase['name']} {phase['epochs']} ep {phase['seconds']:.1f} s" for phase in result.phases)
-        lines.append(f"| {labels[method]} | {accuracy:.3f} | {phases} |")
+        lines.append(f"| {labels[method]} | {result.accuracy:.3f} | {phases} |")
     return "\n".join(lines)
 
 
@@ -241,6 +239,6 @@ def run(args):
     split = "test" if any(key.startswith("test_") for key in results["transfer"].metrics) else "validation"
     labelled = f"{args.labels_per_class} labels per class" if args.labels_per_class else "all labels"
     print(f"\n{args.data} {args.classes or ''} ({labelled}), {split} accuracy:\n")
-    print(results_table(results, args))
+    print(run_dir.file("results.md").read_text(), end="")
     print(f"\nrun directory: {run_dir.path}")
     return 0

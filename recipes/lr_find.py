@@ -53,18 +53,9 @@ def add_arguments(parser):
 
 def validate(args):
     """Every check, before any data is read or anything written; raises UsageError."""
-    from recipes.rundir import check_run_name
-
     check_range(args.start, args.end, args.steps)
-    layer_rate_options.validate(args)
-    # finetune.validate checks every shared option, and the name under runs/finetune/;
-    # this verb writes under runs/lr-find/, checked below with the real --overwrite.
-    overwrite, args.overwrite = args.overwrite, True
-    try:
-        finetune.validate(args)
-    finally:
-        args.overwrite = overwrite
-    check_run_name("lr-find", args.name, args.runs_dir, args.overwrite)
+    # Every shared option (layer rates included), and the run name under runs/lr-find/.
+    finetune.validate(args, recipe="lr-find")
 
 
 def check_range(start, end, steps):
@@ -181,14 +172,13 @@ def set_phase_trainable(model, args):
 def find(args):
     """Run the scan on validated `args`; returns (run_dir, rows, stop, suggestion)."""
     from recipes import engine
-    from recipes.rundir import RunDir
+    from recipes.rundir import RunDir, run_config
 
     model, splits = build_model(args)
     set_phase_trainable(model, args)
     rates = ({"decay": args.layer_decay, "groups": args.lr_groups}
              if args.phase == "finetune" and (args.layer_decay is not None or args.lr_groups) else None)
     engine.compile_model(model, learning_rate=args.start, weight_decay=args.weight_decay, layer_rates=rates)
-    run_dir = RunDir.create("lr-find", args.name, args.runs_dir, args.overwrite)
 
     batches = iter(splits.train.repeat())
 
@@ -202,8 +192,9 @@ def find(args):
         raise UsageError(f"the loss was not finite at --start {args.start:g}: lower --start")
     suggestion = {**suggest(rows), "phase": args.phase, "flag": PHASE_FLAGS[args.phase], "start": args.start,
                   "end": args.end, "steps": args.steps, "steps_run": len(rows), "stop": stop}
-    config = {key: value for key, value in vars(args).items() if not key.startswith("_")}
-    run_dir.write_json("config.json", {**config, "recipe": "lr-find", "class_names": splits.class_names})
+    # Created only now: a scan that fails leaves no empty run directory blocking a retry.
+    run_dir = RunDir.create("lr-find", args.name, args.runs_dir, args.overwrite)
+    run_dir.write_json("config.json", run_config(args, recipe="lr-find", class_names=splits.class_names))
     run_dir.write_csv("lr_find.csv", rows)
     run_dir.write_json("suggestion.json", suggestion)
     run_dir.save_figure(plot_lr_find(rows, suggestion, args.phase), "lr_find.png")
