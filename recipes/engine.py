@@ -20,8 +20,6 @@ from callbacks import EarlyStopping, GradientLogger, GradualUnfreezing, HistoryW
 from models.freezing import freeze, unfreeze
 from models.layer_rates import with_layer_rates
 
-STRATEGIES = ("default", "mirrored", "multiworker")
-
 # AdamW decays every variable it updates unless told otherwise; biases and batch-norm
 # scales/offsets are conventionally excluded (decaying them only hurts).
 NO_DECAY_NAMES = ["bias", "gamma", "beta"]
@@ -89,6 +87,11 @@ class TrainingResult:
     notes: list = field(default_factory=list)       # what the engine decided and why, for the user
     best: dict = field(default_factory=dict)        # monitor, value, epoch, phase
 
+    @property
+    def accuracy(self):
+        """Accuracy of the best weights on the test split (the validation split if there is none)."""
+        return next(value for key, value in self.metrics.items() if key.endswith("accuracy"))
+
 
 @dataclass
 class TrainingOptions:
@@ -140,8 +143,9 @@ def run_phases(build_model, data, phases, options=None, *, strategy="default", r
                           num_classes=num_classes, task=options.task, layer_rates=phase.layer_rates)
         fit_model, train_data, val_data = model, data.train, data.val
         use_cache = phase.head_only and options.feature_cache
-        if use_cache and feature_cache_refusal(data):
-            result.notes.append(f"feature cache off in phase {phase.name}: {feature_cache_refusal(data)}")
+        refusal = feature_cache_refusal(data) if use_cache else None
+        if refusal:
+            result.notes.append(f"feature cache off in phase {phase.name}: {refusal}")
             use_cache = False
         if use_cache:
             if features is None:

@@ -48,7 +48,7 @@ def pretrain(args):
 
     from models import backbones
     from recipes import data, engine
-    from recipes.rundir import RunDir, write_training_outputs
+    from recipes.rundir import RunDir, run_config, write_training_outputs
 
     keras.utils.set_random_seed(args.seed)
     spec = backbones.get_spec(args.model)
@@ -65,17 +65,14 @@ def pretrain(args):
                                       log_gradients=args.log_gradients, verbose=int(args.verbose))
     result = engine.train(build_model, splits, epochs=args.epochs, learning_rate=args.lr,
                           options=training, strategy=args.strategy, run_dir=run_dir)
-    config = {**vars(args), "recipe": "pretrain", "class_names": splits.class_names}
-    config.pop("_run", None)
-    write_training_outputs(run_dir, config, result)
+    write_training_outputs(run_dir, run_config(args, recipe="pretrain", class_names=splits.class_names), result)
     return run_dir, result
 
 
 def run(args):
     validate(args)
     run_dir, result = pretrain(args)
-    accuracy = next(value for key, value in result.metrics.items() if key.endswith("accuracy"))
     print(f"pretrained {args.model} on {args.data} ({args.classes or 'all classes'}): "
-          f"accuracy {accuracy:.3f}; model: {run_dir.file('best.keras')}")
+          f"accuracy {result.accuracy:.3f}; model: {run_dir.file('best.keras')}")
     return 0
 

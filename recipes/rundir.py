@@ -33,11 +33,9 @@ def check_run_name(recipe, name, root=DEFAULT_ROOT, overwrite=False):
     path = run_path(recipe, name or default_run_name(), root)
     if path.exists() and not overwrite:
         raise UsageError(f"run {path} already exists: choose another --name, or pass --overwrite to replace it")
-    parent = path.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not os.access(parent, os.W_OK):
-        raise UsageError(f"cannot write the run directory under {parent}: choose another --runs-dir")
+    from recipes.options import check_writable_folder  # options imports this module
+
+    check_writable_folder(path.parent, "--runs-dir")
     return path
 
 
@@ -89,6 +87,11 @@ class RunDir:
         figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
         atomic_write_bytes(self.file(relative), buffer.getvalue())
         plt.close(figure)
+
+
+def run_config(args, **extra):
+    """A verb's resolved options as the `config.json` of its run (argparse internals left out)."""
+    return {**{key: value for key, value in vars(args).items() if not key.startswith("_")}, **extra}
 
 
 def write_training_outputs(run_dir, config, result, extra_metrics=None):

@@ -48,12 +48,10 @@ def add_arguments(parser):
 def validate(args):
     from recipes import data
 
-    args.classes, args.augment = None, ()
     budgets = [part for part in str(args.labels_per_class).split(",") if part]
     if not budgets or not all(part.isdigit() and int(part) > 0 for part in budgets):
         raise UsageError(f"--labels-per-class must be a comma list of positive integers, got {args.labels_per_class!r}")
     args.label_budgets = sorted({int(part) for part in budgets})
-    args.labels_per_class = None
     options.check_common(args, "semisupervised")
     options.check_positive_int(args.autoencoder_epochs, "--autoencoder-epochs")
     options.check_positive_int(args.latent_dim, "--latent-dim")
@@ -76,7 +74,7 @@ def semisupervised(args):
     import models
     from recipes import data, engine
     from recipes.plots import plot_accuracy_vs_labels, plot_reconstructions
-    from recipes.rundir import RunDir
+    from recipes.rundir import RunDir, run_config
 
     keras.utils.set_random_seed(args.seed)
     load = dict(image_size=args.image_size, channels=1, batch_size=args.batch_size, seed=args.seed,
@@ -124,15 +122,14 @@ def semisupervised(args):
                 learning_rate=args.lr,
                 finetune_learning_rate=args.finetune_lr if start == "autoencoder" else args.lr,
                 batch_norm="train", options=training)
-            results[budget][start] = next(v for k, v in result.metrics.items() if k.endswith("accuracy"))
+            results[budget][start] = result.accuracy
 
     table = results_table(results, everything)
     run_dir.write_text("results.md", table + "\n")
     run_dir.write_json("metrics.json", {"autoencoder": {**autoencoding.metrics, "phases": autoencoding.phases,
                                                         "history": autoencoding.history},
                                         "accuracy": {str(k): v for k, v in results.items()}})
-    config = {key: value for key, value in vars(args).items() if not key.startswith("_")}
-    run_dir.write_json("config.json", {**config, "recipe": "semisupervised"})
+    run_dir.write_json("config.json", run_config(args, recipe="semisupervised"))
     budgets = sorted(results)
     run_dir.save_figure(plot_accuracy_vs_labels(
         budgets, {start: [results[k][start] for k in budgets] for start in ("autoencoder", "scratch")}),

@@ -33,10 +33,6 @@ METHODS = {
 }
 
 
-def accuracy_of(result):
-    return next(value for key, value in result.metrics.items() if key.endswith("accuracy"))
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -53,7 +49,7 @@ def main():
             started = time.perf_counter()
             _, results = finetune.finetune(run_args)
             seconds.append(time.perf_counter() - started)
-            accuracies.append(accuracy_of(results["transfer"]))
+            accuracies.append(results["transfer"].accuracy)
         rows[method] = (accuracies, seconds)
         print(method, [round(a, 3) for a in accuracies], flush=True)
 
