@@ -20,6 +20,10 @@ class EpochTimer(keras.callbacks.Callback):
         super().__init__()
         self.seconds = []
 
+    def on_train_begin(self, logs=None):
+        # Allow instances to be re-used across `fit()` calls: seconds are this fit's.
+        self.seconds = []
+
     def on_epoch_begin(self, epoch, logs=None):
         self._started = time.perf_counter()
 

@@ -100,6 +100,7 @@ class GradientLogger(keras.callbacks.Callback):
         self.filename = filename
         self.latest = {}
         self.flags = []
+        self._log_file = self._csv_writer = self._tensorboard_writer = None
 
     @property
     def log_path(self):
@@ -270,7 +271,8 @@ class GradientLogger(keras.callbacks.Callback):
                       stacklevel=2)
 
     def _open_outputs(self):
-        self._log_file = self._csv_writer = self._tensorboard_writer = None
+        # Keras skips on_train_end when fit raises: close what such a fit left open.
+        self._close_outputs()
         if self.log_dir is not None:
             os.makedirs(self.log_dir, exist_ok=True)
             last_step = last_logged_step(self.log_path) if os.path.isfile(self.log_path) else None

@@ -53,6 +53,8 @@ def main():
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--weights", default=None)
     args = parser.parse_args()
+    if args.epochs < 2:
+        parser.error("--epochs must be 2 or more (the first epoch is left out)")
 
     spec = backbones.check_backbone_options(args.backbone, args.image_size, args.weights)
     splits = data.load("digits", image_size=args.image_size, preprocess=spec.preprocess, seed=0)

@@ -76,6 +76,8 @@ def main():
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    if args.epochs < 2 or args.rounds < 1:
+        parser.error("--epochs must be 2 or more (the first epoch is left out) and --rounds 1 or more")
 
     spec = backbones.get_spec(args.backbone)
     splits = data.load("digits", image_size=args.image_size, batch_size=args.batch_size,

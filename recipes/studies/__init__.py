@@ -98,8 +98,11 @@ def run_study(name, run_dir=None, *, quick=False, seed=0, runs_root="runs", run_
         raise UsageError(f"--seed must be 0 or more, got {seed}")
     if run_dir is None:
         run_dir = RunDir.create(f"study/{name}", run_name, runs_root, overwrite)
-    elif not isinstance(run_dir, RunDir):
-        run_dir = RunDir(run_dir)
+    else:
+        run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+        # Studies append to logs (GradientLogger's CSV); an earlier run's rows would mix in.
+        if run_dir.path.exists() and any(run_dir.path.iterdir()):
+            raise UsageError(f"{run_dir.path} is not empty: give run_study an empty or new folder")
         run_dir.path.mkdir(parents=True, exist_ok=True)
     result = module.run(run_dir, quick=quick, seed=seed)
     result.findings = to_plain(result.findings)

@@ -148,7 +148,6 @@ def run(run_dir, *, quick=False, seed=0):
 
     figure = plot(x_train, y_train, grid, mean, std, deterministic, findings)
     run_dir.save_figure(figure, "dropout_uncertainty.png")
-    pyplot().close(figure)
 
     supported = std_outside > OUTSIDE_FACTOR * std_near
     table = markdown_table(["where", "inputs", "mean predictive std", "ratio to near the data"], [

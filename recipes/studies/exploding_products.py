@@ -108,7 +108,6 @@ def run(run_dir, *, quick=False, seed=0):
     right.grid(alpha=0.3, which="major")
     figure.tight_layout()
     run_dir.save_figure(figure, "exploding_products.png")
-    plt.close(figure)
 
     # ## What the run shows
     orders = {label: float(curve["median"][-1]) for label, curve in lecture.items()}

@@ -84,7 +84,6 @@ def plot_scales(results):
     for column, activation in enumerate(ACTIVATIONS):
         for scheme in SCHEMES:
             result = results[activation][scheme]
-            label = scheme
             style = {"linewidth": 2.5} if scheme in ("xavier_uniform", "he_normal", "lsuv") else {"linestyle": "--"}
             axes[0, column].plot(layers, np.maximum(result["std"], FLOOR), marker="o", markersize=3, label=scheme,
                                  **style)
@@ -131,7 +130,6 @@ def plot_histograms(results, activation):
 
 
 def run(run_dir, *, quick=False, seed=0):
-    plt = pyplot()
     x_train, y_train, _, _ = digits_arrays(seed)
     batch = QUICK["batch"] if quick else BATCH
     x, y = x_train[:batch], y_train[:batch]
@@ -140,11 +138,9 @@ def run(run_dir, *, quick=False, seed=0):
 
     figure = plot_scales(results)
     run_dir.save_figure(figure, "initialization.png")
-    plt.close(figure)
     for activation in ACTIVATIONS:
         figure = plot_histograms(results, activation)
         run_dir.save_figure(figure, f"histograms_{activation}.png")
-        plt.close(figure)
 
     # ## What the run shows
     def std_ratio(activation, scheme):

@@ -16,6 +16,7 @@ import math
 
 import numpy as np
 
+from callbacks.gradient_log import HEALTHY_UPDATE_RATIO
 from recipes.studies import StudyResult, markdown_table, pyplot
 from recipes.studies.optimizers import load_digits_arrays
 
@@ -27,7 +28,7 @@ CLAIM = ("The ratio of update to weight magnitude tracks the learning rate: far 
 # gradient). Chosen from a scan of 1e-4 to 3 on this MLP: 3e-2 gives ratios of 1e-3 to
 # 4e-3 per layer; 3 kills most ReLUs at the first steps (ratio 0), so "too large" is 1.
 LEARNING_RATES = {"too small": 1e-4, "about right": 3e-2, "too large": 1.0}
-HEALTHY_RATIO = 1e-3  # the lecture's rule of thumb (`callbacks.gradient_log.HEALTHY_UPDATE_RATIO`)
+HEALTHY_RATIO = HEALTHY_UPDATE_RATIO  # the lecture's rule of thumb
 
 # ## Model and training
 HIDDEN_UNITS = (128, 64)
@@ -116,7 +117,6 @@ def run(run_dir, *, quick=False, seed=0):
 
     figure = plot(results)
     run_dir.save_figure(figure, "learning_rate.png")
-    pyplot().close(figure)
 
     medians = [results[name]["median_ratio"] for name in LEARNING_RATES]
     increasing = all(a < b for a, b in zip(medians, medians[1:]))

@@ -214,7 +214,6 @@ def run(run_dir, *, quick=False, seed=0):
 
     figure = plot(paths, mlp, epochs)
     run_dir.save_figure(figure, "optimizers.png")
-    pyplot().close(figure)
 
     gd_loss = ravine_loss["GD"]
     beats_gd = {name: ravine_loss[name] < gd_loss for name in ("Momentum", "Nesterov", "Adam")}

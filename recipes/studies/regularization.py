@@ -252,7 +252,6 @@ def run(run_dir, *, quick=False, seed=0):
 
     figure = plot(results, epochs)
     run_dir.save_figure(figure, "regularization.png")
-    pyplot().close(figure)
 
     none_gap = results["none"]["gap"]
     smaller_gap = {name: result["gap"] < none_gap for name, result in results.items() if name != "none"}

@@ -108,7 +108,6 @@ def run(run_dir, *, quick=False, seed=0):
         axis.grid(alpha=0.3)
     figure.tight_layout()
     run_dir.save_figure(figure, "symmetry.png")
-    plt.close(figure)
 
     # ## What the run shows
     equal, dropout, random = (records[condition] for condition in CONDITIONS)

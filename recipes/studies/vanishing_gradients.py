@@ -141,7 +141,6 @@ def run(run_dir, *, quick=False, seed=0):
     figure.suptitle(f"{depth}-layer MLPs (width {WIDTH}) on digits: per-layer gradient norms over training "
                     "(GradientLogger)")
     run_dir.save_figure(figure, "vanishing_gradients.png")
-    plt.close(figure)
 
     # ## What the run shows
     def ratio_at_start(name):
