@@ -106,8 +106,11 @@ class TrainingOptions:
 
 
 def run_phases(build_model, data, phases, options=None, *, strategy="default", run_dir=None,
-               extra_callbacks=()):
+               extra_callbacks=(), features=None):
     """Train a model built by `build_model()` through `phases`, keeping the best weights seen.
+
+    `features`: a `FeatureCache` of this data through this (frozen, pretrained) backbone,
+    made earlier and shared (a tuner search computes it once for all its trials).
 
     The model is built and compiled inside the strategy's scope. After each phase the
     early-stopping callback has restored that phase's best weights; at the end the
@@ -131,7 +134,6 @@ def run_phases(build_model, data, phases, options=None, *, strategy="default", r
                                             tensorboard_dir=str(run_dir.file("tensorboard/gradients"))))
 
     result = TrainingResult(model=model)
-    features = None
     best_weights, best_value = None, None
     epoch = 0
     for phase in phases:
