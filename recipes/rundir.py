@@ -26,11 +26,22 @@ def default_run_name():
     return time.strftime("%Y%m%d-%H%M%S")
 
 
-def check_run_name(recipe, name, root=DEFAULT_ROOT, overwrite=False):
-    """Validate a run name before any work: refuse an existing run unless `overwrite`."""
+def check_run_name(recipe, name, root=DEFAULT_ROOT, overwrite=False, resume=False):
+    """Validate a run name before any work: refuse an existing run unless `overwrite` or `resume`.
+
+    `resume` asks for the opposite: the run must exist (and is continued, not replaced).
+    """
     if name is not None and (not name or "/" in name or name in (".", "..")):
         raise UsageError(f"--name {name!r} is not a usable folder name: use letters, digits, '-' or '_'")
+    if resume and overwrite:
+        raise UsageError("--resume continues a run and --overwrite replaces it: pass one of them")
+    if resume and name is None:
+        raise UsageError("--resume needs the --name of the run to continue")
     path = run_path(recipe, name or default_run_name(), root)
+    if resume:
+        if not path.is_dir():
+            raise UsageError(f"--resume: there is no run {path} to continue; run without --resume to start it")
+        return path
     if path.exists() and not overwrite:
         raise UsageError(f"run {path} already exists: choose another --name, or pass --overwrite to replace it")
     from recipes.options import check_writable_folder  # options imports this module
@@ -46,8 +57,11 @@ class RunDir:
         self.path = Path(path)
 
     @classmethod
-    def create(cls, recipe, name=None, root=DEFAULT_ROOT, overwrite=False):
-        path = check_run_name(recipe, name, root, overwrite)
+    def create(cls, recipe, name=None, root=DEFAULT_ROOT, overwrite=False, resume=False):
+        """The run's folder, new (replacing an old one with `overwrite`), or the existing one with `resume`."""
+        path = check_run_name(recipe, name, root, overwrite, resume)
+        if resume:
+            return cls(path)
         if path.exists():
             shutil.rmtree(path)
         path.mkdir(parents=True)
