@@ -3,7 +3,8 @@
     records (item, label)            item: pixels, a file path or encoded bytes; cheap to hold
       -> shuffle                     train, when not cached: reorders items, not decoded images
       -> decode, channels, resize    bilinear, in float32; kept as uint8 in [0, 255]
-      -> cache                       in memory: decoding and resizing happen in the first epoch only
+      -> cache                       in memory, when every split fits in MEMORY_CACHE_BYTES:
+                                     decoding and resizing happen in the first epoch only
       -> shuffle                     train, when cached: a new order every epoch
       -> batch
       -> augment                     train only, if asked: Keras preprocessing layers
@@ -15,6 +16,14 @@ layers expect [0, 255] (`RandomContrast` clips to its `value_range`), so an augm
 batch can only be preprocessed after augmentation; and a cache of uint8 images takes a
 quarter of the memory of float32 ones, while preprocessing a batch is a few elementwise
 ops. So every split is preprocessed in the same place.
+
+Why the cache has a size limit: a cache that outgrows memory crashes the run in its first
+epoch, while streaming only costs decoding again every epoch. Without the cache nothing
+holds more than a few batches of decoded images (the shuffle buffer holds items, the
+parallel map and the prefetch a few batches), so a folder or a TFDS dataset larger than
+memory streams from disk (`scripts/bench_streaming.py` measures it). Both ways give the
+same batches in the same order: the shuffle draws the same permutation (same seed, same
+buffer size, same count) whether it reorders items or cached images.
 """
 
 import dataclasses
@@ -32,6 +41,10 @@ AUTOTUNE = tf.data.AUTOTUNE
 # Largest shuffle buffer, in examples. Before the cache it holds items (paths, encoded
 # images); after it, references to cached images.
 SHUFFLE_BUFFER = 10_000
+# Decoded images (uint8, all splits together) are cached in memory up to this size; larger
+# data streams from disk every epoch. 1 GiB holds e.g. tf_flowers at 224 px (3,670 images,
+# 0.55 GB) or 13,000 images at 160 px, and is little next to a machine that trains models.
+MEMORY_CACHE_BYTES = 1 << 30
 
 
 @dataclasses.dataclass
@@ -79,23 +92,41 @@ def build(records, spec, preprocess=None):
                              f"{'validation' if split == 'val' else 'test'}_fraction. "
                              f"Received: {split}_examples=0")
     augment = _augmenter(spec.augment, spec.seed) if spec.augment else None
-    return {split: _pipeline(dataset, size, records, spec, training=split == "train",
+    cache = caches_in_memory([size for _, size in records.splits.values()], spec)
+    return {split: _pipeline(dataset, size, records, spec, cache=cache, training=split == "train",
                              augment=augment if split == "train" else None,
                              preprocess=preprocess or _scale_to_unit)
             for split, (dataset, size) in records.splits.items()}
 
 
-def _pipeline(dataset, size, records, spec, *, training, augment, preprocess):
+def cached_bytes(split_sizes, spec):
+    """Memory the cache takes for splits of `split_sizes` examples (decoded uint8 images at
+    `spec`'s size), or None if a size is unknown."""
+    split_sizes = list(split_sizes)
+    if any(size < 0 for size in split_sizes):  # tf.data's UNKNOWN_CARDINALITY
+        return None
+    height, width = spec.image_size
+    return sum(split_sizes) * height * width * spec.channels
+
+
+def caches_in_memory(split_sizes, spec):
+    """Whether `build` caches the decoded images of splits of `split_sizes` examples in
+    memory: when `spec.cache` asks for it and they fit in `MEMORY_CACHE_BYTES`."""
+    size = cached_bytes(split_sizes, spec)
+    return spec.cache and size is not None and size <= MEMORY_CACHE_BYTES
+
+
+def _pipeline(dataset, size, records, spec, *, cache, training, augment, preprocess):
     shuffle = training and spec.shuffle
     shuffle_buffer = max(1, min(size, SHUFFLE_BUFFER))
-    if shuffle and not spec.cache:
+    if shuffle and not cache:
         dataset = dataset.shuffle(shuffle_buffer, seed=spec.seed, reshuffle_each_iteration=True)
     to_image = functools.partial(_to_image, decode=records.decode, image_size=spec.image_size,
                                  channels=spec.channels)
     dataset = dataset.map(lambda item, label: (to_image(item), label), num_parallel_calls=AUTOTUNE)
     if records.decode_may_fail:
         dataset = dataset.ignore_errors(log_warning=True)
-    if spec.cache:
+    if cache:
         dataset = dataset.cache()
         if shuffle:
             dataset = dataset.shuffle(shuffle_buffer, seed=spec.seed, reshuffle_each_iteration=True)
