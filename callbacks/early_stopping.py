@@ -37,7 +37,9 @@ class EarlyStopping(keras.callbacks.Callback):
     `history.epoch`; the message counts from 1, as the progress bar does.
 
     All state is reset in `on_train_begin`, so one instance can serve several `fit` calls
-    and keras-tuner trials (which deep-copy it).
+    and keras-tuner trials (which deep-copy it). To continue an interrupted `fit`, pass
+    `state()` (and `best_weights`) saved after its last epoch to `resume_from` before the
+    next `fit`: its `on_train_begin` then starts from them instead of from scratch.
 
     Args:
         monitor: Key of the epoch logs to watch. Defaults to `"val_loss"`.
@@ -113,6 +115,7 @@ class EarlyStopping(keras.callbacks.Callback):
     def _reset(self):
         self.stop_reason = None
         self.stopped_epoch = None
+        self.stopped_step = None   # the batch (from 0) whose loss was not finite
         self.best_epoch = None
         self.best_value = None
         self.best_weights = None
@@ -125,9 +128,26 @@ class EarlyStopping(keras.callbacks.Callback):
         self._initial_weights = None
         self._warned_missing = False
 
+    def state(self):
+        """The counters to carry over an interruption, JSON-ready (the best weights are not included)."""
+        return {"best_value": self.best_value, "best_epoch": self.best_epoch, "wait": self.wait,
+                "direction": self._direction, "stop_reason": self.stop_reason,
+                "stopped_epoch": self.stopped_epoch, "detail": self._detail}
+
+    def resume_from(self, state, best_weights=None):
+        """Start the next `fit` from a `state()` saved earlier, with that run's best weights."""
+        self._pending_resume = (dict(state), best_weights)
+
     def on_train_begin(self, logs=None):
         # Allow instances to be re-used across `model.fit()` calls.
         self._reset()
+        pending, self._pending_resume = getattr(self, "_pending_resume", None), None
+        if pending is not None:
+            state, self.best_weights = pending
+            self.best_value, self.best_epoch, self.wait = state["best_value"], state["best_epoch"], state["wait"]
+            self._direction = state["direction"] or self._direction
+            self.stop_reason, self.stopped_epoch = state["stop_reason"], state["stopped_epoch"]
+            self._detail = state["detail"]
         if self.restore_best_weights and self.check_finite:
             # A NaN in the first epoch leaves no best epoch to go back to: keep the start.
             self._initial_weights = self.model.get_weights()
@@ -139,7 +159,8 @@ class EarlyStopping(keras.callbacks.Callback):
         if self.check_finite and self.stop_reason is None:
             loss = (logs or {}).get("loss")
             if loss is not None and not math.isfinite(loss):
-                self._stop(self._epoch, "non_finite", f"loss became {loss} during the epoch")
+                self.stopped_step = batch
+                self._stop(self._epoch, "non_finite", f"loss became {loss} at step {batch + 1}")
 
     def on_epoch_end(self, epoch, logs=None):
         if self.stop_reason is not None:

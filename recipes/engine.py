@@ -19,6 +19,7 @@ import tensorflow as tf
 from callbacks import EarlyStopping, GradientLogger, GradualUnfreezing, HistoryWriter
 from models.freezing import freeze, unfreeze
 from models.layer_rates import with_layer_rates
+from recipes.checkpoint import TrainingCheckpoint, optimizer_variables
 
 # AdamW decays every variable it updates unless told otherwise; biases and batch-norm
 # scales/offsets are conventionally excluded (decaying them only hurts).
@@ -106,16 +107,24 @@ class TrainingOptions:
 
 
 def run_phases(build_model, data, phases, options=None, *, strategy="default", run_dir=None,
-               extra_callbacks=(), features=None):
+               extra_callbacks=(), features=None, checkpoint_dir=None):
     """Train a model built by `build_model()` through `phases`, keeping the best weights seen.
-
-    `features`: a `FeatureCache` of this data through this (frozen, pretrained) backbone,
-    made earlier and shared (a tuner search computes it once for all its trials).
 
     The model is built and compiled inside the strategy's scope. After each phase the
     early-stopping callback has restored that phase's best weights; at the end the
     best weights over all phases are restored, and the model is evaluated on the test
     split (or the validation split when there is none).
+
+    `features`: a `FeatureCache` of this data through this (frozen, pretrained) backbone,
+    made earlier and shared (a tuner search computes it once for all its trials).
+
+    `checkpoint_dir`: save the whole training state there after every epoch (see
+    `recipes.checkpoint`); when it already holds a checkpoint, continue from it: finished
+    phases are skipped, the interrupted phase goes on from its last completed epoch with
+    its layers frozen as they were, its optimizer state and its early-stopping counters.
+
+    A loss that becomes NaN or infinite ends the run at once with `TrainingDiverged`,
+    after the checkpoint of the last good epoch (and the best weights in it) is saved.
     """
     options = options or TrainingOptions()
     strategy = make_strategy(strategy) if isinstance(strategy, str) else strategy
@@ -134,11 +143,17 @@ def run_phases(build_model, data, phases, options=None, *, strategy="default", r
                                             tensorboard_dir=str(run_dir.file("tensorboard/gradients"))))
 
     result = TrainingResult(model=model)
-    best_weights, best_value = None, None
-    epoch = 0
-    for phase in phases:
-        if phase.epochs == 0:
+    run = _RunState()
+    checkpoint = TrainingCheckpoint(checkpoint_dir) if checkpoint_dir is not None else None
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None:
+        run.restore(saved, result, model)
+        result.notes.append(f"resumed after epoch {run.epoch} (phase {phases[run.phase_index].name})")
+
+    for index, phase in enumerate(phases):
+        if phase.epochs == 0 or index < run.phase_index or (index == run.phase_index and run.phase_done):
             continue
+        resuming = saved is not None and index == run.phase_index
         with strategy.scope():
             phase.set_trainable(model)
             compile_model(model, learning_rate=phase.learning_rate, weight_decay=options.weight_decay,
@@ -156,46 +171,170 @@ def run_phases(build_model, data, phases, options=None, *, strategy="default", r
             with strategy.scope():
                 compile_model(fit_model, learning_rate=phase.learning_rate,
                               weight_decay=options.weight_decay, num_classes=num_classes)
-        # Built when the phase starts: early stopping may have shortened the one before.
-        phase_callbacks = phase.callbacks(epoch) if phase.callbacks else []
+        first_epoch = run.phase_first_epoch if resuming else run.epoch
+        if resuming:
+            with strategy.scope():
+                _restore_optimizer(fit_model, saved[1]["optimizer"])
+            early_stopping.resume_from(run.early_stopping, saved[1]["phase_best"])
+        run.start_phase(index, first_epoch)
+        phase_callbacks = phase.callbacks(first_epoch) if phase.callbacks else []
+        recorder = _EpochRecorder(checkpoint, run, result, early_stopping, model, fit_model, phase.name)
         started = time.perf_counter()
-        history = fit_model.fit(train_data, validation_data=val_data, initial_epoch=epoch,
-                                epochs=epoch + phase.epochs, callbacks=[*callbacks, *phase_callbacks],
-                                verbose=options.verbose, shuffle=False)  # the tf.data pipeline shuffles
-        seconds = time.perf_counter() - started
-        epochs_run = len(history.epoch)
-        for index, epoch_number in enumerate(history.epoch):
-            row = {"epoch": epoch_number + 1, "phase": phase.name}
-            row.update({key: float(values[index]) for key, values in history.history.items()})
-            result.history.append(row)
+        if resuming and run.early_stopping["stop_reason"] is not None:
+            # Stopped after its last saved epoch, killed before the phase was closed: only close it.
+            if early_stopping.restore_best_weights and saved[1]["phase_best"] is not None:
+                fit_model.set_weights(saved[1]["phase_best"])
+            early_stopping.set_model(fit_model)
+            early_stopping.on_train_begin()
+        else:
+            # Callbacks are built when the phase starts: early stopping may have shortened the one before.
+            fit_model.fit(train_data, validation_data=val_data, initial_epoch=run.epoch,
+                          epochs=first_epoch + phase.epochs, callbacks=[*callbacks, *phase_callbacks, recorder],
+                          verbose=options.verbose, shuffle=False)  # the tf.data pipeline shuffles
+        run.seconds += time.perf_counter() - started
+        epochs_run = run.epoch - first_epoch
         result.phases.append({
-            "name": phase.name, "first_epoch": epoch + 1, "epochs": epochs_run,
-            "learning_rate": phase.learning_rate, "seconds": round(seconds, 2),
-            "seconds_per_epoch": round(seconds / max(epochs_run, 1), 3),
+            "name": phase.name, "first_epoch": first_epoch + 1, "epochs": epochs_run,
+            "learning_rate": phase.learning_rate, "seconds": round(run.seconds, 2),
+            "seconds_per_epoch": round(run.seconds / max(epochs_run, 1), 3),
             "trainable_weights": len(model.trainable_weights),
             "feature_cache": use_cache,
             "feature_cache_seconds": round(features.seconds, 2) if use_cache else None,
             "stop": early_stopping.summary(),
         })
-        epoch += epochs_run
-        phase_best = early_stopping.best_value
-        sign = -1.0 if early_stopping.summary()["mode"] == "max" else 1.0  # lower is better after the sign
-        if phase_best is not None and math.isfinite(phase_best) and (
-                best_value is None or sign * phase_best < sign * best_value):
-            best_value = phase_best
-            best_weights = [weight.numpy() for weight in model.weights]
-            result.best = {"monitor": options.monitor, "value": float(phase_best),
-                           "epoch": early_stopping.best_epoch + 1, "phase": phase.name}
-        if early_stopping.stop_reason in ("non_finite", "diverged"):
+        run.keep_if_best(early_stopping, model, options.monitor, phase.name, result)
+        if early_stopping.stop_reason == "non_finite":
+            # The checkpoint of the last good epoch stays as it is (resumable); the model
+            # goes back to the best weights seen, for the recipe to save.
+            if run.best_weights is not None:
+                model.set_weights(run.best_weights)
+            raise TrainingDiverged(early_stopping, phase.name, phase.learning_rate, checkpoint, result)
+        run.phase_done = True
+        if checkpoint is not None:
+            run.save(checkpoint, result, early_stopping, model, fit_model=None)
+        if early_stopping.stop_reason == "diverged":
             break
-    if best_weights is not None:
-        model.set_weights(best_weights)
+    if run.best_weights is not None:
+        model.set_weights(run.best_weights)
+    if not model.compiled:   # resumed after the last phase had ended: only the evaluation is left
+        with strategy.scope():
+            compile_model(model, learning_rate=phases[-1].learning_rate, num_classes=num_classes, task=options.task)
     evaluation_split = data.test if data.test is not None else data.val
     result.metrics = {
         f"{'test' if data.test is not None else 'val'}_{key}": float(value)
         for key, value in model.evaluate(evaluation_split, return_dict=True, verbose=0).items()
     }
     return result
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message names where and what to try."""
+
+    def __init__(self, early_stopping, phase, learning_rate, checkpoint, result):
+        epoch = early_stopping.stopped_epoch + 1
+        step = early_stopping.stopped_step
+        where = f"epoch {epoch}" + (f", step {step + 1}" if step is not None else "")
+        kept = "" if checkpoint is None or not checkpoint.exists() else (
+            f"; the checkpoint of the last good epoch is kept in {checkpoint.folder}")
+        super().__init__(f"training diverged in phase {phase} at {where} ({early_stopping._detail}): "
+                         f"try a lower learning rate than {learning_rate:g}{kept}")
+        self.epoch, self.step, self.phase, self.result = epoch, step, phase, result
+
+
+class _RunState:
+    """Where a run is, across phases: what the checkpoint saves and a resumed run starts from."""
+
+    def __init__(self):
+        self.phase_index, self.phase_first_epoch, self.phase_done = 0, 0, False
+        self.epoch = 0                 # epochs completed over all phases
+        self.seconds = 0.0             # training time of the current phase
+        self.phase_rows = []           # this phase's history rows so far
+        self.best_value, self.best_weights = None, None
+        self.early_stopping = None
+
+    def start_phase(self, index, first_epoch):
+        if index != self.phase_index or self.phase_done:
+            self.seconds, self.phase_rows = 0.0, []
+        self.phase_index, self.phase_first_epoch, self.phase_done = index, first_epoch, False
+        self.epoch = max(self.epoch, first_epoch)
+
+    def end_epoch(self, epoch, logs, phase, result):
+        self.epoch = epoch + 1
+        self.phase_rows.append({"epoch": epoch + 1, "phase": phase,
+                                **{key: float(value) for key, value in (logs or {}).items()}})
+
+    def keep_if_best(self, early_stopping, model, monitor, phase, result):
+        result.history.extend(self.phase_rows)
+        self.phase_rows = []
+        phase_best = early_stopping.best_value
+        sign = -1.0 if early_stopping.summary()["mode"] == "max" else 1.0  # lower is better after the sign
+        if phase_best is not None and math.isfinite(phase_best) and (
+                self.best_value is None or sign * phase_best < sign * self.best_value):
+            self.best_value = phase_best
+            self.best_weights = [weight.numpy() for weight in model.weights]
+            result.best = {"monitor": monitor, "value": float(phase_best),
+                           "epoch": early_stopping.best_epoch + 1, "phase": phase}
+
+    def save(self, checkpoint, result, early_stopping, model, fit_model):
+        state = {"phase_index": self.phase_index, "phase_first_epoch": self.phase_first_epoch,
+                 "phase_done": self.phase_done, "epoch": self.epoch, "seconds": self.seconds,
+                 "phase_rows": self.phase_rows, "best_value": self.best_value,
+                 "early_stopping": early_stopping.state(),
+                 "history": result.history, "phases": result.phases, "best": result.best}
+        arrays = {"model": [weight.numpy() for weight in model.weights],
+                  "seeds": [variable.numpy() for variable in _seed_states(model)],
+                  "optimizer": None if fit_model is None else
+                  [variable.numpy() for variable in optimizer_variables(fit_model.optimizer)],
+                  "phase_best": None if self.phase_done else early_stopping.best_weights,
+                  "run_best": self.best_weights}
+        checkpoint.save(state, arrays)
+
+    def restore(self, saved, result, model):
+        state, arrays = saved
+        self.phase_index, self.phase_first_epoch = state["phase_index"], state["phase_first_epoch"]
+        self.phase_done, self.epoch, self.seconds = state["phase_done"], state["epoch"], state["seconds"]
+        self.phase_rows, self.best_value = state["phase_rows"], state["best_value"]
+        self.early_stopping = state["early_stopping"]
+        self.best_weights = arrays["run_best"]
+        result.history, result.phases, result.best = state["history"], state["phases"], state["best"]
+        model.set_weights(arrays["model"])
+        for variable, value in zip(_seed_states(model), arrays["seeds"] or ()):
+            variable.assign(value)
+
+
+class _EpochRecorder(keras.callbacks.Callback):
+    """Last callback of a phase's `fit`: record the epoch and, with a checkpoint, save it."""
+
+    def __init__(self, checkpoint, run, result, early_stopping, model, fit_model, phase):
+        super().__init__()
+        self.checkpoint, self.run, self.result = checkpoint, run, result
+        self.early_stopping, self.whole_model, self.fit_model, self.phase = early_stopping, model, fit_model, phase
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.early_stopping.stop_reason == "non_finite":
+            return   # this epoch's weights are NaN: the previous checkpoint stays the newest
+        self.run.end_epoch(epoch, logs, self.phase, self.result)
+        if self.checkpoint is not None:
+            self.run.save(self.checkpoint, self.result, self.early_stopping, self.whole_model, self.fit_model)
+
+
+def _seed_states(model):
+    """The random-seed states of the model's layers (dropout), so a resumed run draws what the
+    uninterrupted one would have drawn; `model.weights` leaves them out."""
+    return [variable for variable in model.variables if variable.path.endswith("seed_generator_state")]
+
+
+def _restore_optimizer(model, values):
+    """Build the optimizer for the model's trainable variables, then load its saved state."""
+    optimizer = model.optimizer
+    if not optimizer.built:
+        optimizer.build(model.trainable_variables)
+    variables = optimizer_variables(optimizer)
+    if len(variables) != len(values):
+        raise ValueError(f"The checkpoint's optimizer has {len(values)} variables, this one {len(variables)}: "
+                         "the run was resumed with different options")
+    for variable, value in zip(variables, values):
+        variable.assign(value)
 
 
 def feature_cache_refusal(data):
