@@ -20,6 +20,7 @@ VERBS = {
     "finetune": "recipes.finetune",
     "pretrain": "recipes.pretrain",
     "lr-find": "recipes.lr_find",
+    "tune": "recipes.tune",
     "semisupervised": "recipes.semisupervised",
     "list": "recipes.list_cmd",
     "study": "recipes.study",

@@ -1,0 +1,158 @@
+"""The fine-tuning HyperModel: each keras-tuner trial runs the project's two-phase fine-tune.
+
+`build(hp)` builds `headstart finetune`'s classifier with the trial's dropout and head;
+`fit(hp, model, ...)` trains it through `recipes.engine.fine_tune` (the head on the frozen
+backbone, then the unfrozen part) with the trial's learning rates, weight decay and
+unfreezing, and returns the best epoch's metrics.
+
+Hyperband's epochs, on the trial's own timeline: a trial's full budget is the head phase
+(`--epochs`, H) followed by the fine-tuning phase (`--finetune-epochs`, F), H + F epochs in
+all (Hyperband's `max_epochs`). Hyperband asks for "train up to epoch E, starting at epoch
+I" (`epochs`, `initial_epoch`; keras-tuner has loaded the weights the trial had at epoch I).
+So epochs [I, E) run: those before H in the head phase, the rest in the fine-tuning phase
+(`phase_epochs`). A trial continued from I >= H starts straight in the fine-tuning phase; one
+continued from I < H still has the pretrained backbone (it was frozen), so its head phase
+trains on the shared cached features too. Optimizer state is not carried over between rounds
+(keras-tuner loads weights only), as with any keras-tuner Hyperband search.
+"""
+
+import copy
+import math
+import time
+
+import keras
+import keras_tuner
+from keras_tuner.src.engine.tuner_utils import SaveBestEpoch  # not exported; the callback a trial's checkpoint comes from
+
+from recipes import engine, finetune
+from recipes.tuning import space as search_space
+
+# Reported with each trial's metrics, so trials.csv has them in any process layout
+# (a worker's metrics reach the chief's oracle with the trial).
+EPOCHS_METRIC = "trial_epochs"
+SECONDS_METRIC = "trial_seconds"
+
+
+def phase_epochs(head_epochs, finetune_epochs, initial_epoch=0, epochs=None):
+    """(head, fine-tune) epochs to run for Hyperband's `initial_epoch` and `epochs` (see the module doc)."""
+    total = head_epochs + finetune_epochs
+    end = total if epochs is None else min(epochs, total)
+    head = max(0, min(end, head_epochs) - initial_epoch)
+    tuned = max(0, end - max(initial_epoch, head_epochs))
+    return head, tuned
+
+
+def l2_on_kernels(model, factor):
+    """L2 on every kernel (backbone and head), the classic coupled alternative to AdamW's decay."""
+    regularizer = keras.regularizers.L2(factor)
+
+    def walk(layer):
+        yield layer
+        for inner in getattr(layer, "layers", []):
+            yield from walk(inner)
+
+    for layer in walk(model):
+        kernel = getattr(layer, "kernel", None)
+        if kernel is not None and hasattr(kernel, "regularizer"):
+            kernel.regularizer = regularizer
+
+
+class FineTuneHyperModel(keras_tuner.HyperModel):
+    """`headstart finetune` as a keras-tuner HyperModel.
+
+    Args:
+        args: validated `headstart tune` options; their search-space attributes are
+            replaced by each trial's values, everything else is the fixed recipe.
+        space: the parsed space (`recipes.tuning.space.parse`).
+        objective: the metric trials are scored on; early stopping watches it too, so the
+            weights kept are the ones that scored.
+        weights: the backbone weights to build from (the resolved file for `digits-source`).
+        strategy: the `tf.distribute` strategy the trial trains in.
+    """
+
+    def __init__(self, args, space, objective, weights, strategy=None):
+        super().__init__(name="finetune")
+        self.args = args
+        self.space = space
+        self.objective = objective
+        self.weights = weights
+        self.strategy = strategy
+        self._splits = {}     # batch size -> the DataSplits every trial of that batch size trains on
+        self._features = {}   # batch size -> the frozen backbone's cached features, shared by trials
+
+    def trial_args(self, values):
+        """The recipe's options with this trial's values, as `finetune.model_and_data` takes them."""
+        trial = copy.copy(self.args)
+        for name, value in values.items():
+            setattr(trial, name, value)
+        trial.head_units = search_space.head_units(trial.head_units)
+        if str(trial.unfreeze).isdigit():
+            trial.unfreeze = int(trial.unfreeze)
+        trial.weights = self.weights
+        return trial
+
+    def build(self, hp):
+        trial = self.trial_args(search_space.declare(hp, self.space))
+        model, splits, _ = finetune.model_and_data(trial, self.strategy)
+        # One data pipeline per batch size for the whole search: the cached features are of its images.
+        self._splits.setdefault(trial.batch_size, splits)
+        if self.args.weight_decay_kind == "l2" and trial.weight_decay > 0:
+            l2_on_kernels(model, trial.weight_decay)
+        return model
+
+    def features(self, model, splits, batch_size):
+        """The frozen backbone's features, computed on the first trial that needs them and kept."""
+        if batch_size not in self._features:
+            self._features[batch_size] = engine.FeatureCache(model.get_layer("backbone"), splits,
+                                                             self.args.cache_dir)
+        return self._features[batch_size]
+
+    def fit(self, hp, model, *args, **kwargs):
+        trial = self.trial_args(search_space.declare(hp, self.space))
+        splits = self._splits[trial.batch_size]
+        head, tuned = phase_epochs(self.args.epochs, self.args.finetune_epochs,
+                                   kwargs.get("initial_epoch", 0), kwargs.get("epochs"))
+        # keras-tuner's SaveBestEpoch would save whatever model `fit` is called on: in the
+        # head phase that is the head alone (it trains on cached features). The trial's
+        # checkpoint must be the whole classifier, so it is written here after training.
+        callbacks = list(kwargs.get("callbacks", []))
+        checkpoints = [callback for callback in callbacks if isinstance(callback, SaveBestEpoch)]
+        passed = [callback for callback in callbacks if callback not in checkpoints]
+        cached = (head > 0 and self.args.feature_cache and engine.feature_cache_refusal(splits) is None)
+        training = engine.TrainingOptions(
+            weight_decay=trial.weight_decay if self.args.weight_decay_kind == "decoupled" else 0.0,
+            patience=self.args.patience, monitor=self.objective, verbose=int(self.args.verbose),
+            feature_cache=self.args.feature_cache, cache_dir=self.args.cache_dir)
+        started = time.perf_counter()
+        result = engine.fine_tune(
+            lambda: model, splits, head_epochs=head, finetune_epochs=tuned, learning_rate=trial.lr,
+            finetune_learning_rate=trial.finetune_lr, unfreeze_layers=trial.unfreeze,
+            batch_norm=self.args.batch_norm, layer_decay=self.args.layer_decay, lr_groups=self.args.lr_groups,
+            gradual_unfreeze=self.args.gradual_unfreeze, options=training,
+            strategy=self.strategy or "default", extra_callbacks=passed,
+            features=self.features(model, splits, trial.batch_size) if cached else None)
+        seconds = time.perf_counter() - started
+        check_finite(result)
+        for checkpoint in checkpoints:
+            model.save_weights(checkpoint.filepath)
+        return {**best_epoch(result.history, self.objective), EPOCHS_METRIC: len(result.history),
+                SECONDS_METRIC: round(seconds, 3)}
+
+
+def check_finite(result):
+    """A trial whose loss became NaN or infinite is failed (with why), not scored on its last finite epoch."""
+    for phase in result.phases:
+        stop = phase["stop"]
+        if stop["stop_reason"] == "non_finite":
+            raise keras_tuner.errors.FailedTrialError(
+                f"the loss became non-finite in the {phase['name']} phase at epoch {stop['stopped_epoch'] + 1}")
+
+
+def best_epoch(history, objective):
+    """The metrics of the epoch with the best `objective` (losses lowest, others highest)."""
+    sign = -1.0 if objective.endswith("loss") else 1.0
+    scored = [row for row in history if math.isfinite(row.get(objective, math.nan))]
+    if not scored:
+        raise keras_tuner.errors.FailedTrialError(f"no epoch logged a finite {objective}")
+    best = max(scored, key=lambda row: sign * row[objective])
+    return {key: value for key, value in best.items() if key not in ("epoch", "phase")}
