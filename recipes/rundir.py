@@ -2,20 +2,31 @@
 
 Every file is written to a temporary file in the same folder and renamed into place,
 so an interrupted run never leaves a half-written file for a later run or tool.
+
+In a multi-worker cluster (`TF_CONFIG`, `--strategy multiworker`) every worker runs the
+same recipe, but only the chief writes the run folder. The others write the same files
+into a private temporary folder that is deleted when the process exits (the Keras
+multi-worker guide's pattern), so recipes and callbacks need no special cases and the
+workers never race on one file.
 """
 
+import atexit
 import csv
 import io
 import json
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
 from callbacks.atomic import atomic_write_bytes, atomic_write_text
+from recipes.distribution import cluster_role
 from recipes.errors import UsageError
 
 DEFAULT_ROOT = "runs"
+
+_worker_folder = None  # this process's private folder when it is a non-chief worker
 
 
 def run_path(recipe, name, root=DEFAULT_ROOT):
@@ -26,10 +37,22 @@ def default_run_name():
     return time.strftime("%Y%m%d-%H%M%S")
 
 
+def worker_folder():
+    """A non-chief worker's private folder for its copies of run folders, removed at exit."""
+    global _worker_folder
+    if _worker_folder is None:
+        role = cluster_role()
+        _worker_folder = Path(tempfile.mkdtemp(prefix=f"headstart-{role.task_type}{role.index}-"))
+        atexit.register(shutil.rmtree, _worker_folder, ignore_errors=True)
+    return _worker_folder
+
+
 def check_run_name(recipe, name, root=DEFAULT_ROOT, overwrite=False, resume=False):
     """Validate a run name before any work: refuse an existing run unless `overwrite` or `resume`.
 
     `resume` asks for the opposite: the run must exist (and is continued, not replaced).
+    On a non-chief worker of a multi-worker cluster the path returned is in its private
+    `worker_folder()`: what exists under `root` is the chief's to check.
     """
     if name is not None and (not name or "/" in name or name in (".", "..")):
         raise UsageError(f"--name {name!r} is not a usable folder name: use letters, digits, '-' or '_'")
@@ -37,7 +60,13 @@ def check_run_name(recipe, name, root=DEFAULT_ROOT, overwrite=False, resume=Fals
         raise UsageError("--resume continues a run and --overwrite replaces it: pass one of them")
     if resume and name is None:
         raise UsageError("--resume needs the --name of the run to continue")
-    path = run_path(recipe, name or default_run_name(), root)
+    name = name or default_run_name()
+    path = run_path(recipe, name, root)
+    if not cluster_role().is_chief:
+        if resume and not path.is_dir():
+            raise UsageError(f"--resume on a non-chief worker: the chief's run {path} is not visible here; "
+                             "workers resume from the chief's run, so --runs-dir must be a folder they share")
+        return run_path(recipe, name, worker_folder())
     if resume:
         if not path.is_dir():
             raise UsageError(f"--resume: there is no run {path} to continue; run without --resume to start it")
@@ -60,11 +89,14 @@ class RunDir:
     def create(cls, recipe, name=None, root=DEFAULT_ROOT, overwrite=False, resume=False):
         """The run's folder, new (replacing an old one with `overwrite`), or the existing one with `resume`."""
         path = check_run_name(recipe, name, root, overwrite, resume)
-        if resume:
+        if resume and cluster_role().is_chief:
             return cls(path)
         if path.exists():
             shutil.rmtree(path)
-        path.mkdir(parents=True)
+        if resume:  # a non-chief worker: a copy of the chief's run, to continue from the same epoch
+            shutil.copytree(run_path(recipe, name, root), path)
+        else:
+            path.mkdir(parents=True)
         return cls(path)
 
     def file(self, relative):
