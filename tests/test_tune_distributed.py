@@ -1,63 +1,42 @@
-"""Distributed search on keras-tuner's own chief/worker mode: one chief and two workers on 127.0.0.1.
+"""Distributed `headstart tune` on keras-tuner's own chief/worker mode: one chief and two workers on 127.0.0.1.
 
-Each process is told its role by keras-tuner's environment variables (KERASTUNER_TUNER_ID,
-KERASTUNER_ORACLE_IP, KERASTUNER_ORACLE_PORT). The chief serves the oracle over gRPC; the
-workers ask it for trials until it answers that the search is over. What a user relies on:
-every trial runs once, on one of the workers, the work is shared, and every process exits.
+Every process runs the same command with the same --name; keras-tuner's environment
+variables (KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP, KERASTUNER_ORACLE_PORT) tell it its
+role. The chief serves the oracle over gRPC and writes the results; the workers ask it for
+trials until it answers that the search is over. What a user relies on: every trial runs
+once, on one of the workers, the work is shared, only the chief writes the results, and
+every process exits.
 """
 
+import csv
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import textwrap
+import time
 
 import pytest
 
 # A safety net against a hung process (keras-tuner's workers wait up to an hour for a chief
 # that never answers), not a speed requirement: running out of it fails the test with
-# every process's stderr.
+# every process's output.
 SAFETY_TIMEOUT_SECONDS = 600
 WORKERS = ("tuner0", "tuner1")
+NAME = "shared"
+GRID = ("1e-3", "3e-3", "1e-2", "3e-2", "1e-1", "3e-1")
+MAX_TRIALS = 4      # fewer than the grid's 6 points: the oracle, not the grid, ends the search
 
 pytestmark = pytest.mark.slow
 
-# A search small enough to run in seconds: a grid of 2 x 3 = 6 points of which 4 are tried.
-# Each worker records which trials it ran, since keras-tuner's trial records do not say.
-MINIMAL_SEARCH = textwrap.dedent("""
-    import os
-    import sys
 
-    import keras
-    import keras_tuner
-    import numpy as np
-
-    directory, max_trials = sys.argv[1], int(sys.argv[2])
-
-    def build(hp):
-        model = keras.Sequential([
-            keras.Input((8,)),
-            keras.layers.Dense(hp.Choice("units", [4, 8, 16]), activation="relu"),
-            keras.layers.Dense(1),
-        ])
-        model.compile(keras.optimizers.SGD(hp.Choice("learning_rate", [1e-2, 1e-3])), "mse")
-        return model
-
-    class RecordingGridSearch(keras_tuner.GridSearch):
-        def run_trial(self, trial, *args, **kwargs):
-            record = os.path.join(directory, "ran", f"{trial.trial_id}.{self.tuner_id}")
-            with open(record, "w") as file:
-                file.write(repr(sorted(trial.hyperparameters.values.items())))
-            return super().run_trial(trial, *args, **kwargs)
-
-    rng = np.random.default_rng(0)
-    x, y = rng.normal(size=(256, 8)), rng.normal(size=(256, 1))
-    tuner = RecordingGridSearch(build, objective="val_loss", max_trials=max_trials,
-                                directory=directory, project_name="search", seed=0)
-    tuner.search(x, y, validation_split=0.25, epochs=5, verbose=0)
-""")
+def tune_command(runs_dir):
+    """A grid over the head's learning rate only (every other dimension fixed), 1 + 1 epochs at 8 px."""
+    return [sys.executable, "-m", "recipes", "tune", "--weights", "none", "--image-size", "8",
+            "--epochs", "1", "--finetune-epochs", "1", "--tuner", "grid", "--lr", "|".join(GRID),
+            "--dropout", "0.1", "--weight-decay", "1e-4", "--finetune-lr", "1e-3",
+            "--max-trials", str(MAX_TRIALS), "--name", NAME, "--runs-dir", str(runs_dir)]
 
 
 def free_port():
@@ -70,76 +49,113 @@ def free_port():
 def role_environment(tuner_id, port):
     return {**os.environ, "KERASTUNER_TUNER_ID": tuner_id, "KERASTUNER_ORACLE_IP": "127.0.0.1",
             "KERASTUNER_ORACLE_PORT": str(port), "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "",
-            # Two workers and a chief share the CI machine's two cores.
+            # Three processes share the CI machine's two cores.
             "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
 
 
-def run_chief_and_workers(command, tmp_path):
-    """Starts the chief and the workers with `command`, waits for all of them, returns {tuner_id: (code, stderr)}.
+class Process:
+    """One role's process, its output in files (a pipe nobody reads could fill up and block it)."""
 
-    Any process still running after the safety timeout fails the test with every stderr;
-    all of them are killed in any case, so a failure leaves nothing behind.
+    def __init__(self, tuner_id, command, port, folder):
+        self.tuner_id = tuner_id
+        self.stdout = open(folder / f"{tuner_id}.stdout", "w+")
+        self.stderr = open(folder / f"{tuner_id}.stderr", "w+")
+        self.popen = subprocess.Popen(command, env=role_environment(tuner_id, port), cwd=folder,
+                                      stdout=self.stdout, stderr=self.stderr, start_new_session=True)
+
+    def output(self, stream):
+        stream.flush()
+        stream.seek(0)
+        return stream.read()
+
+    def report(self):
+        return (f"--- {self.tuner_id} (exit {self.popen.poll()}) stdout ---\n{self.output(self.stdout)[-2000:]}\n"
+                f"--- {self.tuner_id} stderr ---\n{self.output(self.stderr)[-3000:]}")
+
+    def stop(self):
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait()
+        self.stdout.close()
+        self.stderr.close()
+
+
+def wait_until_serving(chief, port, processes):
+    """Until the chief's oracle accepts connections; fails at once with its output if the chief exits."""
+    deadline = time.monotonic() + SAFETY_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if chief.popen.poll() is not None:
+            pytest.fail("the chief exited before serving the oracle\n" + "\n".join(p.report() for p in processes))
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    pytest.fail(f"the chief did not serve within {SAFETY_TIMEOUT_SECONDS} s\n" + chief.report())
+
+
+def run_chief_and_workers(command, folder):
+    """Runs the chief, then (once it serves) both workers; returns {tuner_id: (exit code, stdout)}.
+
+    Starting the workers together once the oracle is up lets both ask for the first trials at
+    about the same time, whatever order their start-up finishes in. Any process still running
+    after the safety timeout fails the test with every output; all are killed in any case.
     """
     port = free_port()
-    processes = {}
+    processes = []
     try:
-        for tuner_id in ("chief",) + WORKERS:
-            log = open(tmp_path / f"{tuner_id}.stderr", "w+")
-            processes[tuner_id] = (subprocess.Popen(command, env=role_environment(tuner_id, port), cwd=tmp_path,
-                                                    stdout=subprocess.DEVNULL, stderr=log,
-                                                    start_new_session=True), log)
-        outcome = {}
-        for tuner_id, (process, log) in processes.items():
+        chief = Process("chief", command, port, folder)
+        processes.append(chief)
+        wait_until_serving(chief, port, processes)
+        processes += [Process(tuner_id, command, port, folder) for tuner_id in WORKERS]
+        for process in processes[1:] + [chief]:
             try:
-                process.wait(timeout=SAFETY_TIMEOUT_SECONDS)
+                process.popen.wait(timeout=SAFETY_TIMEOUT_SECONDS)
             except subprocess.TimeoutExpired:
-                pytest.fail(f"{tuner_id} still running after {SAFETY_TIMEOUT_SECONDS} s\n" + all_stderr(processes))
-            outcome[tuner_id] = (process.returncode, read_log(log))
-        return outcome
+                pytest.fail(f"{process.tuner_id} still running after {SAFETY_TIMEOUT_SECONDS} s\n"
+                            + "\n".join(p.report() for p in processes))
+        failed = [process for process in processes if process.popen.returncode != 0]
+        assert not failed, "\n".join(process.report() for process in failed)
+        return {process.tuner_id: process.output(process.stdout) for process in processes}
     finally:
-        for process, log in processes.values():
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-            log.close()
+        for process in processes:
+            process.stop()
 
 
-def read_log(log):
-    log.flush()
-    log.seek(0)
-    return log.read()
+def trials_printed(stdout):
+    """The ids of the trials a process ran: it prints `trial ID: ...` as each one ends."""
+    return [line.split(":")[0].split()[1] for line in stdout.splitlines() if line.startswith("trial ")]
 
 
-def all_stderr(processes):
-    return "\n".join(f"--- {tuner_id} stderr ---\n{read_log(log)[-3000:]}" for tuner_id, (_, log) in processes.items())
+def test_chief_and_two_workers_share_a_grid_search_each_trial_once(tmp_path):
+    runs_dir = tmp_path / "runs"
+    stdout = run_chief_and_workers(tune_command(runs_dir), tmp_path)
 
+    ran = {tuner_id: trials_printed(stdout[tuner_id]) for tuner_id in WORKERS}
+    assert trials_printed(stdout["chief"]) == []                              # the chief serves, never trains
+    assert all(ran[tuner_id] for tuner_id in WORKERS), ran                    # the work was shared
+    everything = ran["tuner0"] + ran["tuner1"]
+    assert len(everything) == len(set(everything)) == MAX_TRIALS, ran          # each trial once, max_trials in all
+    for tuner_id in WORKERS:
+        assert f"worker {tuner_id} done" in stdout[tuner_id]
 
-def assert_all_exited_cleanly(outcome):
-    failed = {tuner_id: stderr for tuner_id, (code, stderr) in outcome.items() if code != 0}
-    assert not failed, "\n".join(f"--- {tuner_id} exited non-zero ---\n{stderr[-3000:]}"
-                                 for tuner_id, stderr in failed.items())
+    run = runs_dir / "tune" / NAME
+    with open(run / "trials.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert sorted(row["trial_id"] for row in rows) == sorted(everything)
+    assert [row["status"] for row in rows] == ["COMPLETED"] * MAX_TRIALS
+    # The results name the worker that printed each trial.
+    assert {row["trial_id"]: row["tuner_id"] for row in rows} == {
+        trial_id: tuner_id for tuner_id in WORKERS for trial_id in ran[tuner_id]}
+    # A grid point is never tried twice, and every point tried is on the grid.
+    learning_rates = [float(row["lr"]) for row in rows]
+    assert len(set(learning_rates)) == MAX_TRIALS and set(learning_rates) <= {float(lr) for lr in GRID}
+    assert all(int(row["epochs"]) == 2 for row in rows)
 
-
-def test_keras_tuner_chief_shares_a_grid_search_between_two_workers(tmp_path):
-    script = tmp_path / "search.py"
-    script.write_text(MINIMAL_SEARCH)
-    (tmp_path / "ran").mkdir()
-    max_trials = 4
-
-    outcome = run_chief_and_workers([sys.executable, str(script), str(tmp_path), str(max_trials)], tmp_path)
-    assert_all_exited_cleanly(outcome)
-
-    records = sorted(path.name.split(".") for path in (tmp_path / "ran").iterdir())
-    trial_ids = [trial_id for trial_id, _ in records]
-    assert len(trial_ids) == max_trials and len(set(trial_ids)) == max_trials      # each trial ran once
-    assert {tuner_id for _, tuner_id in records} == set(WORKERS)                    # both workers, never the chief
-    values = [(tmp_path / "ran" / f"{trial_id}.{tuner_id}").read_text() for trial_id, tuner_id in records]
-    assert len(set(values)) == max_trials                                          # no grid point twice
-
-    # The chief's oracle holds the same trials, all completed with a score.
-    oracle_trials = [json.loads((tmp_path / "search" / f"trial_{trial_id}" / "trial.json").read_text())
-                     for trial_id in trial_ids]
-    assert [trial["status"] for trial in oracle_trials] == ["COMPLETED"] * max_trials
-    assert all(trial["score"] is not None for trial in oracle_trials)
-    assert sorted((tmp_path / "search").glob("trial_*")) == [tmp_path / "search" / f"trial_{trial_id}"
-                                                             for trial_id in trial_ids]
+    # The chief alone wrote the results, once every trial had ended.
+    assert json.loads((run / "config.json").read_text())["role"] == "chief"
+    assert "4 trials completed, 0 failed" in stdout["chief"]
+    best = json.loads((run / "best_hyperparameters.json").read_text())
+    best_row = next(row for row in rows if row["trial_id"] == best["trial_id"])
+    assert best["objective"]["value"] == pytest.approx(max(float(row["val_accuracy"]) for row in rows))
+    assert best["objective"]["value"] == pytest.approx(float(best_row["val_accuracy"]))
+    assert (run / "best.keras").stat().st_size > 0 and (run / "summary.md").exists()
