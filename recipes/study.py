@@ -29,9 +29,13 @@ def validate(args):
 
     if args.study is None:
         raise UsageError(f"name a study to run, or pass --list; known studies: {', '.join(studies.STUDIES)}")
-    studies.load_study(args.study)  # unknown or missing modules are usage errors
+    if args.study not in studies.STUDIES:
+        studies.load_study(args.study)  # raises the unknown-study error, with the known names
     options.check_non_negative_int(args.seed, "--seed")
     check_run_name(f"study/{args.study}", args.name, args.runs_dir, args.overwrite)
+    # Last: some studies import Keras (and so TensorFlow) at the top of their module, which
+    # takes seconds; the checks above must not wait for it. A missing module is a usage error.
+    studies.load_study(args.study)
 
 
 def run(args):

@@ -100,6 +100,10 @@ def check_source(source=DEFAULT_SOURCE, *, image_size=IMAGE_SIZE, channels=CHANN
     cache = _check_bool(cache, "cache")
     if data_dir is not None:
         data_dir = os.path.abspath(os.path.expanduser(_check_path(data_dir, "data_dir")))
+        # A missing folder is fine (TFDS downloads into it); a file there never is.
+        if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+            raise UsageError(f"--data-dir {data_dir} is a file, not a folder: pass the folder TFDS datasets are "
+                             f"(or will be) stored in. Received: data_dir={data_dir!r}")
 
     source = _check_path(source, "source") if isinstance(source, os.PathLike) else source
     kind, location, all_class_names, class_sizes = _resolve(source, data_dir)

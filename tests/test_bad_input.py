@@ -1,0 +1,360 @@
+"""The bad-input sweep: every verb refuses bad options in one clear line, exit 2, before any heavy work.
+
+One table for every verb. Each case runs the real CLI in its own process, in a fresh
+folder, and must:
+- exit with status 2;
+- print exactly one line on stderr, "headstart: error: ...", containing the case's words
+  (what is wrong and, where there is one, the fix), and no traceback;
+- print nothing on stdout (no progress output before the refusal);
+- leave the folder as it was: nothing created, nothing changed (an existing run that is
+  refused keeps its files byte for byte);
+- not import TensorFlow, unless the check needs it: such cases say why in `needs_tf`.
+
+Offline is made certain, not assumed: downloads are routed through a proxy on a closed
+local port, which is what `recipes.network.is_online` checks, and Keras' weights cache
+points to an empty folder.
+"""
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+# Runs the CLI, then says on stdout whether TensorFlow had been imported by then.
+DRIVER = ("import sys, recipes.cli as cli; status = cli.main(sys.argv[1:]); "
+          "print('TF' if 'tensorflow' in sys.modules else 'noTF'); sys.exit(status)")
+# Verbs that write a run directory: each case gets `--runs-dir runs` (inside its folder) first.
+RUN_VERBS = ("finetune", "pretrain", "lr-find", "semisupervised", "study", "tune")
+# Subprocesses run side by side; a case importing TensorFlow takes a few seconds of CPU.
+WORKERS = 4
+# TensorFlow's native libraries write these lines to stderr while they load, before Python
+# logging exists (TF_CPP_MIN_LOG_LEVEL does not silence them); nothing the CLI can avoid
+# once it imports TensorFlow. Only cases that must import it are allowed them (see below).
+TF_LOAD_NOISE = re.compile(r"^([IWEF]\d{4} [\d:.]+ +\d+ \S+:\d+\] |WARNING: All log messages before "
+                           r"absl::InitializeLog\(\) is called are written to STDERR$|To enable the following "
+                           r"instructions: )")
+# A local port nothing listens on (the discard port): "offline" in a second, on any machine.
+CLOSED_PROXY = "http://127.0.0.1:9"
+
+# Why finetune / pretrain / lr-find import TensorFlow before their cheap checks today.
+VALIDATE_IMPORTS_KERAS = ("finetune.validate / pretrain.validate import models.backbones (models/__init__.py "
+                          "imports keras) before any check; see the report of the bad-input sweep")
+
+
+# ## Files some cases need, made in the case's folder before the snapshot.
+
+def _png(path, value=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((8, 8, 3), value, np.uint8)).save(path)
+
+
+def two_small_classes(folder):
+    """images/cats, images/dogs: three images each."""
+    for class_name in ("cats", "dogs"):
+        for index in range(3):
+            _png(folder / "images" / class_name / f"{index}.png", 40 * index)
+
+
+def one_class(folder):
+    _png(folder / "images" / "cats" / "0.png")
+
+
+def empty_class(folder):
+    two_small_classes(folder)
+    (folder / "images" / "birds").mkdir()
+    (folder / "images" / "birds" / "notes.txt").write_text("no images here")
+
+
+def a_file(folder):
+    (folder / "afile").write_text("a file, not a folder")
+
+
+def unknown_weights_kind(folder):
+    (folder / "model.pt").write_bytes(b"\x80\x02torch")
+
+
+def corrupt_weights(folder):
+    (folder / "bad.keras").write_bytes(b"this is not a zip archive")
+
+
+def existing_run(recipe):
+    def make(folder):
+        run = folder / "runs" / recipe / "old"
+        run.mkdir(parents=True)
+        (run / "metrics.json").write_text('{"test_accuracy": 0.9}\n')
+        (run / "config.json").write_text('{"epochs": 3}\n')
+    make.__name__ = f"existing_{recipe.replace('/', '_')}_run"
+    return make
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """argv (one shell-like string), the words the error line must contain, and extras.
+
+    needs_tf: why the check can only be made with TensorFlow imported (None: it must not be).
+    setup: makes files in the case's folder before it runs.
+    tf_first: the check needs no TensorFlow, but the verb imports it before checking today
+        (VALIDATE_IMPORTS_KERAS): the "no TensorFlow" test is a strict xfail until fixed.
+    """
+
+    argv: str
+    words: tuple
+    needs_tf: str | None = None
+    setup: object = None
+    tf_first: bool = False
+
+
+def case(argv, *words, needs_tf=None, setup=None, tf_first=False):
+    label = f"{argv} [{setup.__name__}]" if setup is not None else argv
+    return pytest.param(Case(argv, words, needs_tf, setup, tf_first), id=label)
+
+
+def late(argv, *words, **extras):
+    """A case checked after the verb has imported TensorFlow for no reason (see `Case.tf_first`)."""
+    return case(argv, *words, tf_first=True, **extras)
+
+
+CASES = [
+    # ## The command line itself
+    case("", "required", "VERB"),
+    case("train", "invalid choice", "finetune"),
+    case("finetune --bogus 1", "unrecognized arguments", "--bogus", "--help"),
+    case("finetune --epochs two", "--epochs", "invalid int value"),
+    case("finetune --strategy tpu", "--strategy", "invalid choice", "mirrored"),
+    case("finetune --regularizer l1", "--regularizer", "invalid choice", "l2sp"),
+    case("finetune --batch-norm maybe", "--batch-norm", "invalid choice", "frozen"),
+
+    # ## finetune: numbers out of range
+    late("finetune --epochs -1", "--epochs", "0 or more", "-1"),
+    late("finetune --finetune-epochs -2", "--finetune-epochs", "0 or more"),
+    late("finetune --pretrain-epochs 0", "--pretrain-epochs", "1 or more"),
+    late("finetune --batch-size 0", "--batch-size", "1 or more"),
+    late("finetune --lr 0", "--lr", "positive"),
+    late("finetune --lr -0.1", "--lr", "positive"),
+    late("finetune --finetune-lr nan", "--finetune-lr", "positive", "nan"),
+    late("finetune --dropout 1", "--dropout", "[0, 1)"),
+    late("finetune --weight-decay=-1e-4", "--weight-decay", "0 or more"),   # "=": argparse reads -1e-4 as a flag
+    late("finetune --patience -1", "--patience", "0 or more"),
+    late("finetune --image-size 0", "--image-size", "1 or more"),
+    late("finetune --l2sp-alpha -1", "--l2sp-alpha", "0 or more"),
+    late("finetune --head-units 64,x", "--head-units", "positive integers"),
+    late("finetune --unfreeze 0", "--unfreeze", "1 or more"),
+    late("finetune --layer-decay 1.5", "--layer-decay", "(0, 1]"),
+    late("finetune --lr-groups stage3", "--lr-groups", "GROUP=MULTIPLIER"),
+    late("finetune --gradual-unfreeze 0", "--gradual-unfreeze", "1 or more"),
+
+    # ## finetune: unknown names, missing files
+    late("finetune --backbone resnet9", "Unknown backbone", "did you mean", "resnet8", "headstart list backbones"),
+    late("finetune --backbone mobilenet_v2 --weights none --image-size 16", "mobilenet_v2", "at least 32x32"),
+    late("finetune --weights digits-source --backbone mobilenet_v2", "digits-source", "own backbones",
+         "--weights imagenet"),
+    late("finetune --weights imagenet", "resnet8", "no ImageNet weights", "--weights PATH"),
+    late("finetune --backbone mobilenet_v2 --weights imagenet", "ImageNet weights for mobilenet_v2",
+         "cannot be downloaded", "on a machine with internet", "--weights PATH"),
+    late("finetune --weights missing.keras", "weights file does not exist", "missing.keras"),
+    late("finetune --weights model.pt", "Weights must be", ".keras", setup=unknown_weights_kind),
+    case("finetune --weights bad.keras --image-size 16", "bad.keras", setup=corrupt_weights,
+         needs_tf="only Keras can tell whether a .keras file holds a model"),
+    case("finetune --weights none --unfreeze stage9", "--unfreeze stage9", "stage1, stage2, stage3",
+         needs_tf="block names are read off the backbone, built bare at its smallest size"),
+    late("finetune --data no_such_folder", "no_such_folder", "does not exist", "sub-folder per class"),
+    late("finetune --data mnist", "does not exist", "Did you mean 'tfds:mnist'?"),
+    late("finetune --data weird:thing", "Unknown data source kind", "'weird'"),
+    late("finetune --data images --classes source", "preset of the digits", "name the classes",
+         setup=two_small_classes),
+    late("finetune --data images", "at least 2 classes", "only 'cats'", setup=one_class),
+    late("finetune --data images", "'birds'", "hold no", "add images or remove the folder", setup=empty_class),
+    late("finetune --data images --classes cats,dogs --labels-per-class 5", "more than the", "training images",
+         "ask for at most", setup=two_small_classes),
+    late("finetune --labels-per-class 1000", "more than the", "training images", "ask for at most"),
+    late("finetune --labels-per-class 0", "labels_per_class", "positive integer"),
+    late("finetune --classes 5,11", "Unknown class", "'11'", "its classes are"),
+    late("finetune --classes 7", "at least 2 different classes"),
+    late("finetune --augment flip,blur", "augment", "blur", "flip, rotation, zoom, contrast"),
+    late("finetune --data tfds:no_such_dataset", "Unknown TFDS dataset", "headstart list datasets"),
+    late("finetune --data tfds:mnist", "not prepared", "cannot be downloaded", "--data-dir"),
+    late("finetune --data tfds:mnist --data-dir missing_dir", "not prepared in", "missing_dir", "--data-dir"),
+    late("finetune --data tfds:mnist --data-dir afile", "--data-dir", "afile", "not a folder", setup=a_file),
+    late("finetune --cache-dir afile/features", "--cache-dir", "cannot write there", setup=a_file),
+
+    # ## finetune: the run directory, --resume
+    late("finetune --name old", "already exists", "another --name", "--overwrite", setup=existing_run("finetune")),
+    late("finetune --name a/b", "--name", "not a usable folder name"),
+    late("finetune --name ..", "--name", "not a usable folder name"),
+    late("finetune --runs-dir afile", "--runs-dir", "cannot write there", setup=a_file),
+    late("finetune --resume", "--resume needs the --name"),
+    late("finetune --resume --name never_started", "no run", "never_started", "run without --resume"),
+    late("finetune --resume --overwrite --name old", "--resume", "--overwrite", "pass one of them",
+         setup=existing_run("finetune")),
+    late("finetune --resume --name old", "--resume", "already finished", "another --name",
+         setup=existing_run("finetune")),
+
+    # ## pretrain
+    late("pretrain --model mobilenet_v2", "keras.applications", "resnet8"),
+    late("pretrain --model resnet9", "Unknown backbone", "resnet8"),
+    late("pretrain --epochs -3", "--epochs", "0 or more"),
+    late("pretrain --augment blur", "augment", "flip, rotation"),
+    late("pretrain --name old", "already exists", "--overwrite", setup=existing_run("pretrain")),
+    late("pretrain --resume --name never_started", "no run", "run without --resume"),
+
+    # ## lr-find: its own options first, then every finetune option
+    case("lr-find --start 0", "--start", "positive"),
+    case("lr-find --end inf", "--end", "positive"),
+    case("lr-find --start 1 --end 0.1", "--start 1 must be below --end 0.1"),
+    case("lr-find --steps 2", "--steps", "5 or more"),
+    case("lr-find --phase middle", "--phase", "invalid choice", "finetune"),
+    late("lr-find --epochs -1", "--epochs", "0 or more"),
+    case("lr-find --weights none --lr-groups stage9=0.5", "--lr-groups", "stage9", "stage3",
+         needs_tf="group names are read off the backbone, built bare at its smallest size"),
+    late("lr-find --name old", "already exists", "--overwrite", setup=existing_run("lr-find")),
+
+    # ## semisupervised
+    case("semisupervised --labels-per-class 1,x", "--labels-per-class", "comma list of positive integers"),
+    case("semisupervised --labels-per-class 0", "--labels-per-class", "positive integers"),
+    case("semisupervised --labels-per-class 1,500", "500", "more than the", "ask for at most"),
+    case("semisupervised --image-size 10", "--image-size", "multiple of 4"),
+    case("semisupervised --latent-dim 0", "--latent-dim", "1 or more"),
+    case("semisupervised --autoencoder-epochs 0", "--autoencoder-epochs", "1 or more"),
+    case("semisupervised --lr nan", "--lr", "positive"),
+    case("semisupervised --data no_such_folder", "does not exist"),
+    case("semisupervised --data tfds:no_such_dataset", "Unknown TFDS dataset"),
+    case("semisupervised --runs-dir afile", "--runs-dir", "cannot write there", setup=a_file),
+    case("semisupervised --name old", "already exists", "--overwrite", setup=existing_run("semisupervised")),
+    case("semisupervised --resume", "--resume needs the --name"),
+    case("semisupervised --resume --name old", "already finished", setup=existing_run("semisupervised")),
+
+    # ## tune: the search's own options are checked before finetune's
+    case("tune --lr 1e-2:1e-5", "--lr", "inverted", "LOW:HIGH"),
+    case("tune --lr 0:1e-2", "--lr", "log-scale", "above 0"),
+    case("tune --lr 1e-3|x", "--lr", "'x'", "not a number"),
+    case("tune --dropout 0.2:1.5", "--dropout", "[0, 1)"),
+    case("tune --tuner foo", "--tuner", "'foo'", "hyperband, bayesian, random, grid"),
+    case("tune --objective foo", "--objective", "'foo'", "val_accuracy"),
+    case("tune --max-trials 0", "--max-trials", "1 or more"),
+    case("tune --hyperband-factor 1", "--hyperband-factor", "2 or more"),
+    case("tune --epochs 0 --finetune-epochs 0", "at least one epoch"),
+    late("tune --backbone resnet9", "Unknown backbone", "resnet8"),
+    late("tune --resume", "--resume needs the --name"),
+    late("tune --resume --name never_started", "no run", "run without --resume"),
+    late("tune --resume --name old", "--resume", "no search to continue", setup=existing_run("tune")),
+    late("tune --name old", "already exists", "--overwrite", setup=existing_run("tune")),
+
+    # ## list and study
+    case("list", "required", "what"),
+    case("list optimizers", "invalid choice", "backbones"),
+    case("study", "name a study", "--list", "exploding-products"),
+    case("study no-such-study", "unknown study", "known studies", "symmetry"),
+    case("study symmetry --seed -1", "--seed", "0 or more"),
+    case("study learning-rate --seed -1", "--seed", "0 or more"),   # its module imports Keras: checked first
+    case("study symmetry --name a/b", "--name", "not a usable folder name"),
+    case("study learning-rate --name old", "already exists", "--overwrite",
+         setup=existing_run("study/learning-rate")),
+]
+
+
+# ## Running the cases: every selected case once, a few side by side.
+
+@dataclasses.dataclass
+class Outcome:
+    status: int
+    stdout: str
+    stderr: str
+    before: dict
+    after: dict
+
+
+def snapshot(folder):
+    """Every path under `folder` with its file's bytes hashed and its modification time."""
+    tree = {}
+    for path in sorted(folder.rglob("*")):
+        relative = str(path.relative_to(folder))
+        if path.is_file():
+            tree[relative] = (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns)
+        else:
+            tree[relative] = "folder"
+    return tree
+
+
+def run_case(case, folder, keras_home):
+    if case.setup is not None:
+        case.setup(folder)
+    argv = shlex.split(case.argv)
+    if argv and argv[0] in RUN_VERBS:
+        argv = [argv[0], "--runs-dir", "runs", *argv[1:]]  # a later --runs-dir in the case wins
+    environment = {key: value for key, value in os.environ.items() if key.lower() != "no_proxy"}
+    environment.update(HTTPS_PROXY=CLOSED_PROXY, https_proxy=CLOSED_PROXY, KERAS_HOME=str(keras_home),
+                       CUDA_VISIBLE_DEVICES="")
+    before = snapshot(folder)
+    completed = subprocess.run([sys.executable, "-c", DRIVER, *argv], cwd=folder, env=environment,
+                               capture_output=True, text=True)
+    return Outcome(completed.returncode, completed.stdout, completed.stderr, before, snapshot(folder))
+
+
+@pytest.fixture(scope="module")
+def outcomes(request, tmp_path_factory):
+    """Runs the module's selected cases in parallel; returns {case: Future[Outcome]}."""
+    selected = {item.callspec.params["bad"] for item in request.session.items
+                if item.module is request.module and hasattr(item, "callspec") and "bad" in item.callspec.params}
+    keras_home = tmp_path_factory.mktemp("empty_keras_home")
+    with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
+        futures = {bad: pool.submit(run_case, bad, tmp_path_factory.mktemp("case"), keras_home)
+                   for bad in selected}
+        yield futures
+        for future in futures.values():
+            future.cancel()
+
+
+def _stderr_lines(outcome, tf_allowed):
+    lines = [line for line in outcome.stderr.splitlines() if line.strip()]
+    return [line for line in lines if not TF_LOAD_NOISE.match(line)] if tf_allowed else lines
+
+
+def _tf_marker(outcome):
+    lines = outcome.stdout.splitlines()
+    return lines[-1] if lines else None
+
+
+@pytest.mark.parametrize("bad", CASES)
+def test_refused_in_one_line_with_exit_2_writing_nothing(bad, outcomes):
+    outcome = outcomes[bad].result()
+    assert "Traceback" not in outcome.stderr + outcome.stdout, outcome.stderr
+    assert outcome.status == 2, outcome.stderr
+    imported_tf = _tf_marker(outcome) == "TF"
+    lines = _stderr_lines(outcome, tf_allowed=imported_tf)
+    assert len(lines) == 1, outcome.stderr
+    assert lines[0].startswith("headstart: error: "), lines[0]
+    missing = [word for word in bad.words if word not in lines[0]]
+    assert not missing, f"{lines[0]!r} lacks {missing}"
+    assert outcome.stdout.splitlines()[:-1] == [], "printed before refusing: " + outcome.stdout
+    assert outcome.after == outcome.before, "the refusal created or changed files"
+
+
+# The same runs, for the cases whose check needs no TensorFlow: it must not be imported.
+NO_TF_CASES = [pytest.param(param.values[0], id=param.id,
+                            marks=[pytest.mark.xfail(strict=True, reason=VALIDATE_IMPORTS_KERAS)]
+                            if param.values[0].tf_first else [])
+               for param in CASES if param.values[0].needs_tf is None]
+
+
+@pytest.mark.parametrize("bad", NO_TF_CASES)
+def test_refused_before_tensorflow_is_imported(bad, outcomes):
+    outcome = outcomes[bad].result()
+    assert outcome.status == 2, outcome.stderr
+    assert _tf_marker(outcome) == "noTF", "TensorFlow was imported before this check"
+
+
+def test_the_table_covers_every_verb_with_enough_cases():
+    from recipes.cli import VERBS
+
+    verbs = {param.values[0].argv.split()[0] for param in CASES if param.values[0].argv}
+    assert set(VERBS) <= verbs, f"no bad-input case for {sorted(set(VERBS) - verbs)}"
+    assert len(CASES) >= 35
