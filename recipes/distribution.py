@@ -1,8 +1,9 @@
-"""Who this process is in a multi-worker cluster, read from `TF_CONFIG`.
+"""Multi-worker training: who this process is in the `TF_CONFIG` cluster, and the strategy.
 
-`tf.distribute.MultiWorkerMirroredStrategy` reads the same variable: every worker runs
-the same program, and the one that is chief writes the run's files (see
-`recipes.rundir`). Plain Python, no TensorFlow, so options can be checked before it loads.
+Every worker runs the same program; `tf.distribute.MultiWorkerMirroredStrategy` reads
+`TF_CONFIG` to join the others, and the chief alone writes the run's files (see
+`recipes.rundir`). `cluster_role` is plain Python, so options can be checked before
+TensorFlow loads; the rest imports TensorFlow when called.
 """
 
 import functools
