@@ -1,0 +1,148 @@
+"""Benchmark: `headstart tune` on cached features vs. through the frozen backbone, and Hyperband vs. random search.
+
+    python scripts/bench_tune.py [--trials 8] [--head-epochs 10] [--max-epochs 9] [--labels-per-class 5]
+
+In one run, on one task (digits 5-9 with --labels-per-class labelled images per class,
+--backbone pretrained on digits 0-4 by `headstart pretrain`, reused from --runs-dir/pretrain
+when it is there), every search through `recipes.tune`'s own code with seed 0:
+  (a) a head-only random search (`--finetune-epochs 0`: every trial trains a head on the
+      frozen backbone) of --trials trials of --head-epochs epochs, twice: on the backbone's
+      features computed once for the whole search (`--feature-cache`, the default) and
+      through the frozen backbone every epoch (`--no-feature-cache`). Prints trials per
+      minute (the whole search's wall time: model builds and the cache's one pass included),
+      the median seconds a trial trained, and the ratios.
+  (b) Hyperband and random search over the same default space, with the same per-trial
+      budget (--max-epochs: a third head phase, the rest fine-tuning) and seed; random search
+      gets as many full trials as Hyperband's schedule spends epochs. Prints the best
+      val_accuracy each had reached after spending a given number of epochs (all trials'
+      epochs run, summed in the order the trials ran), then the final best and total epochs.
+The searches run in a temporary folder that is deleted at the end.
+"""
+
+import argparse
+import contextlib
+import io
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from models import backbones  # noqa: E402
+from recipes import finetune, tune  # noqa: E402
+from recipes.cli import options_for  # noqa: E402
+
+OBJECTIVE = "val_accuracy"
+BUDGET_ROWS = 8   # rows of the epochs -> best objective table
+
+
+def pretrained_backbone(args):
+    """The backbone pretrained on digits 0-4, as `headstart finetune` makes and caches it."""
+    recipe = options_for("finetune", backbone=args.backbone, image_size=args.image_size, runs_dir=args.runs_dir)
+    with contextlib.redirect_stdout(io.StringIO()):
+        return str(finetune.pretrained_digits_backbone(recipe))
+
+
+def run_search(folder, name, args, weights, **settings):
+    """One `headstart tune` search; returns (trials.csv rows in the order they ran, wall seconds)."""
+    options = options_for("tune", backbone=args.backbone, weights=weights, image_size=args.image_size,
+                          labels_per_class=args.labels_per_class, objective=OBJECTIVE, seed=0,
+                          runs_dir=folder, name=name, **settings)
+    tune.validate(options)
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):   # one line per trial; the tables below say it all
+        _, _, rows = tune.search(options)
+    seconds = time.perf_counter() - started
+    failed = [row for row in rows if row["status"] != "COMPLETED"]
+    if failed:
+        print(f"  note: {len(failed)} {name} trial(s) failed: {failed[0]['reason']}")
+    return sorted(rows, key=lambda row: int(row["trial_id"])), seconds
+
+
+def cache_comparison(folder, args, weights):
+    head_only = dict(tuner="random", max_trials=args.trials, epochs=args.head_epochs, finetune_epochs=0,
+                     patience=args.head_epochs)   # no early stop: both ways train the same epochs
+    print(f"(a) head-only random search, {args.trials} trials of {args.head_epochs} epochs "
+          "(finetune epochs 0, no early stopping)")
+    measured = {}
+    for label, feature_cache in (("cached features", True), ("through the backbone", False)):
+        rows, seconds = run_search(folder, f"cache-{feature_cache}", args, weights, feature_cache=feature_cache,
+                                   **head_only)
+        per_trial = statistics.median(row["seconds"] for row in rows if row["seconds"] is not None)
+        measured[label] = (len(rows) / (seconds / 60), per_trial, seconds)
+        print(f"  {label:<21}: {measured[label][0]:5.1f} trials/min (search {seconds:5.1f} s), "
+              f"median {per_trial:.2f} s training per trial")
+    (cached, cached_trial, _), (through, through_trial, _) = measured.values()
+    print(f"  ratio: {cached / through:.2f}x trials per minute, {through_trial / cached_trial:.2f}x per trial's "
+          "training")
+
+
+def best_after(rows, budget):
+    """The best objective among trials that finished within `budget` epochs spent (None before the first)."""
+    spent, best = 0, None
+    for row in rows:
+        spent += row["epochs"] or 0
+        if spent > budget:
+            break
+        if row["status"] == "COMPLETED" and row[OBJECTIVE] is not None:
+            best = row[OBJECTIVE] if best is None else max(best, row[OBJECTIVE])
+    return best
+
+
+def tuner_comparison(folder, args, weights):
+    head = max(1, args.max_epochs // 3)
+    budget = dict(epochs=head, finetune_epochs=args.max_epochs - head)
+    print(f"\n(b) Hyperband vs. random search, {args.max_epochs} epochs per trial at most "
+          f"({head} head + {args.max_epochs - head} fine-tuning), default search space, seed 0")
+    hyperband, hyperband_seconds = run_search(folder, "hyperband", args, weights, tuner="hyperband", **budget)
+    hyperband_epochs = sum(row["epochs"] or 0 for row in hyperband)
+    random_trials = max(1, round(hyperband_epochs / args.max_epochs))
+    random, random_seconds = run_search(folder, "random", args, weights, tuner="random", max_trials=random_trials,
+                                        **budget)
+    random_epochs = sum(row["epochs"] or 0 for row in random)
+
+    print(f"  | epochs spent | best {OBJECTIVE}, hyperband | best {OBJECTIVE}, random |")
+    print("  |---:|---:|---:|")
+    most = max(hyperband_epochs, random_epochs)
+    for step in range(1, BUDGET_ROWS + 1):
+        spent = math.ceil(most * step / BUDGET_ROWS)
+        cells = [best_after(rows, spent) for rows in (hyperband, random)]
+        print(f"  | {spent} | " + " | ".join("-" if cell is None else f"{cell:.4f}" for cell in cells) + " |")
+    for label, rows, epochs, seconds in (("hyperband", hyperband, hyperband_epochs, hyperband_seconds),
+                                         ("random", random, random_epochs, random_seconds)):
+        print(f"  {label:<9}: best {best_after(rows, epochs):.4f} after {epochs} epochs in {len(rows)} trials "
+              f"({seconds:.0f} s)")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default=finetune.BACKBONE, help="one of the project's own backbones")
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--labels-per-class", type=int, default=finetune.LABELS_PER_CLASS)
+    parser.add_argument("--trials", type=int, default=8, help="(a): trials per search")
+    parser.add_argument("--head-epochs", type=int, default=10, help="(a): epochs per trial")
+    parser.add_argument("--max-epochs", type=int, default=9, help="(b): epochs per trial at most (Hyperband's)")
+    parser.add_argument("--runs-dir", default="runs", help="where the pretrained backbone is cached")
+    args = parser.parse_args()
+    for name in ("trials", "head_epochs", "labels_per_class", "image_size"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be 1 or more")
+    if args.max_epochs < 3:
+        parser.error("--max-epochs must be 3 or more (Hyperband needs room for two rounds at factor 3)")
+    if args.backbone not in backbones.list_backbones() or backbones.get_spec(args.backbone).family != "own":
+        parser.error(f"--backbone {args.backbone!r}: pretraining on digits needs one of the project's own backbones")
+
+    weights = pretrained_backbone(args)
+    print(f"{args.backbone} pretrained on digits 0-4 ({weights}), digits 5-9 with {args.labels_per_class} "
+          f"labels per class, {args.image_size}px, objective {OBJECTIVE}\n")
+    with tempfile.TemporaryDirectory(prefix="bench-tune-") as folder:
+        cache_comparison(folder, args, weights)
+        tuner_comparison(folder, args, weights)
+
+
+if __name__ == "__main__":
+    main()
