@@ -6,14 +6,15 @@ verb's help. Verb modules import TensorFlow only inside `run`, so argument error
 reported in well under a second.
 
 Bad input is one line on stderr and exit status 2, with no traceback: argparse errors,
-and any `UsageError` raised while a verb validates its options.
+and any `UsageError` raised while a verb validates its options. A training whose loss
+became NaN is one line too (where, and what to try), with exit status 1.
 """
 
 import argparse
 import importlib
 import sys
 
-from recipes.errors import UsageError
+from recipes.errors import TrainingDiverged, UsageError
 
 # Verb name -> module. The order is the order of `headstart --help`.
 VERBS = {
@@ -27,6 +28,7 @@ VERBS = {
 }
 
 USAGE_EXIT_STATUS = 2
+DIVERGED_EXIT_STATUS = 1   # the options were fine; the training was not
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -77,6 +79,9 @@ def main(argv=None):
     except UsageError as error:
         print(f"headstart: error: {error}", file=sys.stderr)
         return USAGE_EXIT_STATUS
+    except TrainingDiverged as error:
+        print(f"headstart: error: {error}", file=sys.stderr)
+        return DIVERGED_EXIT_STATUS
 
 
 if __name__ == "__main__":

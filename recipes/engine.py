@@ -20,10 +20,19 @@ from callbacks import EarlyStopping, GradientLogger, GradualUnfreezing, HistoryW
 from models.freezing import freeze, unfreeze
 from models.layer_rates import with_layer_rates
 from recipes.checkpoint import TrainingCheckpoint, optimizer_variables
+from recipes.errors import TrainingDiverged
 
 # AdamW decays every variable it updates unless told otherwise; biases and batch-norm
 # scales/offsets are conventionally excluded (decaying them only hurts).
 NO_DECAY_NAMES = ["bias", "gamma", "beta"]
+
+
+def seed_everything(seed, deterministic=False):
+    """Seed Python, NumPy and TensorFlow; with `deterministic`, also make TensorFlow's ops
+    deterministic, so two runs give bit-identical weights (at a cost in speed: see the README)."""
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
 
 
 def make_strategy(name="default"):
@@ -159,6 +168,7 @@ def run_phases(build_model, data, phases, options=None, *, strategy="default", r
             compile_model(model, learning_rate=phase.learning_rate, weight_decay=options.weight_decay,
                           num_classes=num_classes, task=options.task, layer_rates=phase.layer_rates)
         fit_model, train_data, val_data = model, data.train, data.val
+        epochs_of = getattr(data, "train_epochs", None)   # training order fixed by (seed, epoch): see recipes.data.pipeline
         use_cache = phase.head_only and options.feature_cache
         refusal = feature_cache_refusal(data) if use_cache else None
         if refusal:
@@ -168,6 +178,7 @@ def run_phases(build_model, data, phases, options=None, *, strategy="default", r
             if features is None:
                 features = FeatureCache(model.get_layer("backbone"), data, options.cache_dir)
             fit_model, train_data, val_data = model.get_layer("head"), features.train, features.val
+            epochs_of = features.train_epochs
             with strategy.scope():
                 compile_model(fit_model, learning_rate=phase.learning_rate,
                               weight_decay=options.weight_decay, num_classes=num_classes)
@@ -188,7 +199,10 @@ def run_phases(build_model, data, phases, options=None, *, strategy="default", r
             early_stopping.on_train_begin()
         else:
             # Callbacks are built when the phase starts: early stopping may have shortened the one before.
-            fit_model.fit(train_data, validation_data=val_data, initial_epoch=run.epoch,
+            steps = None
+            if epochs_of is not None:
+                train_data, steps = epochs_of(run.epoch, first_epoch + phase.epochs), steps_per_epoch(data)
+            fit_model.fit(train_data, validation_data=val_data, initial_epoch=run.epoch, steps_per_epoch=steps,
                           epochs=first_epoch + phase.epochs, callbacks=[*callbacks, *phase_callbacks, recorder],
                           verbose=options.verbose, shuffle=False)  # the tf.data pipeline shuffles
         run.seconds += time.perf_counter() - started
@@ -208,7 +222,7 @@ def run_phases(build_model, data, phases, options=None, *, strategy="default", r
             # goes back to the best weights seen, for the recipe to save.
             if run.best_weights is not None:
                 model.set_weights(run.best_weights)
-            raise TrainingDiverged(early_stopping, phase.name, phase.learning_rate, checkpoint, result)
+            raise diverged(early_stopping, phase.name, phase.learning_rate, checkpoint, result)
         run.phase_done = True
         if checkpoint is not None:
             run.save(checkpoint, result, early_stopping, model, fit_model=None)
@@ -227,18 +241,16 @@ def run_phases(build_model, data, phases, options=None, *, strategy="default", r
     return result
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the message names where and what to try."""
-
-    def __init__(self, early_stopping, phase, learning_rate, checkpoint, result):
-        epoch = early_stopping.stopped_epoch + 1
-        step = early_stopping.stopped_step
-        where = f"epoch {epoch}" + (f", step {step + 1}" if step is not None else "")
-        kept = "" if checkpoint is None or not checkpoint.exists() else (
-            f"; the checkpoint of the last good epoch is kept in {checkpoint.folder}")
-        super().__init__(f"training diverged in phase {phase} at {where} ({early_stopping._detail}): "
-                         f"try a lower learning rate than {learning_rate:g}{kept}")
-        self.epoch, self.step, self.phase, self.result = epoch, step, phase, result
+def diverged(early_stopping, phase, learning_rate, checkpoint, result):
+    """The `TrainingDiverged` error for a run early stopping stopped on a non-finite loss."""
+    epoch = early_stopping.stopped_epoch + 1
+    step = early_stopping.stopped_step
+    where = f"epoch {epoch}" + (f", step {step + 1}" if step is not None else "")
+    kept = "" if checkpoint is None or not checkpoint.exists() else (
+        f"; the checkpoint of the last good epoch is kept in {checkpoint.folder}")
+    return TrainingDiverged(f"training diverged in phase {phase} at {where} ({early_stopping._detail}): "
+                            f"try a lower learning rate than {learning_rate:g}{kept}",
+                            epoch=epoch, step=step, phase=phase, result=result)
 
 
 class _RunState:
@@ -374,7 +386,17 @@ class FeatureCache:
             return features
 
         spec = getattr(data, "spec", None)
-        self.train = cached(data.train, "train")
+        self.train_epochs = None
+        if getattr(data, "train_epochs", None) is not None:
+            # One pass in a fixed order (epoch 0's), then each epoch reorders the features
+            # by (seed, epoch), as the image pipeline's `train_epochs` does.
+            self.train = cached(data.train_epochs(0, 1), "train")
+            if spec.shuffle:
+                self.train_epochs = self._epochs(self.train.unbatch(), data.num_examples["train"], spec)
+            else:
+                self.train_epochs = lambda first_epoch, end_epoch: self.train.repeat(end_epoch - first_epoch)
+        else:
+            self.train = cached(data.train, "train")
         if spec is not None and spec.shuffle:
             batch_size = spec.batch_size
             count = data.num_examples["train"]
@@ -385,6 +407,22 @@ class FeatureCache:
         self.train = self.train.prefetch(tf.data.AUTOTUNE)
         self.val = cached(data.val, "val").prefetch(tf.data.AUTOTUNE)
         self.seconds = time.perf_counter() - started
+
+    @staticmethod
+    def _epochs(features, count, spec):
+        from recipes.data.pipeline import concatenated, epoch_seed
+
+        def epoch(number):
+            return features.shuffle(count, seed=epoch_seed(spec.seed, number),
+                                    reshuffle_each_iteration=False).batch(spec.batch_size)
+
+        return lambda first_epoch, end_epoch: concatenated(
+            epoch(number) for number in range(first_epoch, end_epoch)).prefetch(tf.data.AUTOTUNE)
+
+
+def steps_per_epoch(data):
+    """Batches in one epoch of `data`'s training split."""
+    return math.ceil(data.num_examples["train"] / data.spec.batch_size)
 
 
 def train(build_model, data, *, epochs, learning_rate, options=None, **kwargs):

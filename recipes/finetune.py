@@ -14,7 +14,7 @@ history.png, tensorboard/ (and scratch/ when comparing with training from scratc
 
 import argparse
 
-from recipes import layer_rate_options, options
+from recipes import layer_rate_options, options, resume
 from recipes.errors import UsageError
 
 # ## Defaults: the offline transfer demo (digits 0-4 -> digits 5-9, few labels).
@@ -69,6 +69,7 @@ def add_arguments(parser):
                             "Default: on with --weights digits-source")
     layer_rate_options.add_arguments(parser)
     options.add_run_arguments(parser)
+    resume.add_argument(parser)
 
 
 def validate(args, recipe="finetune"):
@@ -79,7 +80,7 @@ def validate(args, recipe="finetune"):
     from models import backbones
     from recipes import data
 
-    options.check_common(args, recipe)
+    run_path = options.check_common(args, recipe)
     options.check_non_negative_int(args.finetune_epochs, "--finetune-epochs")
     options.check_positive_float(args.finetune_lr, "--finetune-lr")
     options.check_positive_int(args.pretrain_epochs, "--pretrain-epochs")
@@ -110,6 +111,8 @@ def validate(args, recipe="finetune"):
     layer_rate_options.validate(args)
     if args.compare_scratch is None:
         args.compare_scratch = args.weights == "digits-source"
+    if getattr(args, "resume", False):   # lr-find shares these checks but has no --resume
+        resume.check(args, recipe, run_path)
 
 
 def check_unfreeze_name(args):
@@ -137,10 +140,13 @@ def pretrained_digits_backbone(args):
     if path.exists():
         print(f"reusing the pretrained backbone {path}")
         return path
-    print(f"pretraining {args.backbone} on digits 0-4 (once; cached as {path}) ...")
+    # A pretraining killed part-way (it has its options but no metrics yet) is continued.
+    interrupted = (path.parent / "config.json").exists() and not (path.parent / "metrics.json").exists()
+    print(f"{'continuing the interrupted ' if interrupted else ''}pretraining {args.backbone} on digits 0-4 "
+          f"(once; cached as {path}) ...")
     pretrain_args = options_for("pretrain", model=args.backbone, image_size=args.image_size, name=name,
-                                epochs=args.pretrain_epochs,
-                                runs_dir=args.runs_dir, seed=args.seed, overwrite=True,
+                                epochs=args.pretrain_epochs, runs_dir=args.runs_dir, seed=args.seed,
+                                deterministic=args.deterministic, overwrite=not interrupted, resume=interrupted,
                                 verbose=args.verbose)
     pretrain.validate(pretrain_args)
     pretrain.pretrain(pretrain_args)
@@ -160,12 +166,12 @@ def model_and_data(args, strategy=None):
 
     from models import backbones
     from models.regularizers import regularize_towards_pretrained
-    from recipes import data
+    from recipes import data, engine
 
     weights = {"none": None, "digits-source": None}.get(args.weights, args.weights)
     if args.weights == "digits-source":
         weights = str(pretrained_digits_backbone(args))
-    keras.utils.set_random_seed(args.seed)
+    engine.seed_everything(args.seed, args.deterministic)
     spec = backbones.get_spec(args.backbone)
     splits = data.load(args.data, image_size=(args.image_size,) * 2, channels=3, batch_size=args.batch_size,
                        preprocess=spec.preprocess, augment=args.augment, classes=args.classes,
@@ -184,6 +190,7 @@ def finetune(args):
 
     from models import backbones
     from recipes import engine
+    from recipes.checkpoint import TrainingCheckpoint
     from recipes.rundir import RunDir, run_config, write_training_outputs
 
     strategy = engine.make_strategy(args.strategy)
@@ -191,35 +198,41 @@ def finetune(args):
     num_classes = splits.num_classes
     head_options = dict(dropout=args.dropout, hidden_units=args.head_units)
 
-    run_dir = RunDir.create("finetune", args.name, args.runs_dir, args.overwrite)
+    run_dir = RunDir.create("finetune", args.name, args.runs_dir, args.overwrite, resume=args.resume)
+    resume.start(run_dir, args, "finetune")
     training = engine.TrainingOptions(weight_decay=args.weight_decay, patience=args.patience,
                                       log_gradients=args.log_gradients, verbose=int(args.verbose),
                                       feature_cache=args.feature_cache, cache_dir=args.cache_dir)
-    results = {"transfer": engine.fine_tune(
-        lambda: model, splits, head_epochs=args.epochs, finetune_epochs=args.finetune_epochs,
-        learning_rate=args.lr, finetune_learning_rate=args.finetune_lr, unfreeze_layers=args.unfreeze,
-        batch_norm=args.batch_norm, layer_decay=args.layer_decay, lr_groups=args.lr_groups,
-        gradual_unfreeze=args.gradual_unfreeze, options=training, strategy=strategy, run_dir=run_dir)}
+    with resume.keeping_best_on_divergence(run_dir):
+        results = {"transfer": engine.fine_tune(
+            lambda: model, splits, head_epochs=args.epochs, finetune_epochs=args.finetune_epochs,
+            learning_rate=args.lr, finetune_learning_rate=args.finetune_lr, unfreeze_layers=args.unfreeze,
+            batch_norm=args.batch_norm, layer_decay=args.layer_decay, lr_groups=args.lr_groups,
+            gradual_unfreeze=args.gradual_unfreeze, options=training, strategy=strategy, run_dir=run_dir,
+            checkpoint_dir=run_dir.file("checkpoint"))}
     config = run_config(args, recipe="finetune", weights_resolved=weights, class_names=splits.class_names)
 
     if args.compare_scratch:
         scratch_dir = RunDir(run_dir.path / "scratch")
-        scratch_dir.path.mkdir()
+        scratch_dir.path.mkdir(exist_ok=args.resume)
 
         def build_scratch():
             return backbones.build_classifier(args.backbone, num_classes, args.image_size, weights=None,
                                               **head_options)
 
         keras.utils.set_random_seed(args.seed)
-        results["scratch"] = engine.train(build_scratch, splits, epochs=args.epochs + args.finetune_epochs,
-                                          learning_rate=args.lr, options=training, strategy=strategy,
-                                          run_dir=scratch_dir)
+        with resume.keeping_best_on_divergence(scratch_dir):
+            results["scratch"] = engine.train(build_scratch, splits, epochs=args.epochs + args.finetune_epochs,
+                                              learning_rate=args.lr, options=training, strategy=strategy,
+                                              run_dir=scratch_dir, checkpoint_dir=scratch_dir.file("checkpoint"))
         write_training_outputs(scratch_dir, {**config, "weights_resolved": None}, results["scratch"])
     for note in results["transfer"].notes:
         print(f"note: {note}")
     table = results_table(results, args)
-    write_training_outputs(run_dir, config, results["transfer"])
     run_dir.write_text("results.md", table + "\n")
+    write_training_outputs(run_dir, config, results["transfer"])   # metrics.json last: the run is complete
+    for checkpoint in (run_dir.file("checkpoint"), run_dir.file("scratch/checkpoint")):
+        TrainingCheckpoint(checkpoint).remove()
     return run_dir, results
 
 

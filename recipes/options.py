@@ -47,6 +47,9 @@ def add_training_arguments(parser, *, epochs, learning_rate):
     group.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default",
                        help="tf.distribute strategy ('multiworker' reads TF_CONFIG). Default: default")
     group.add_argument("--seed", type=int, default=0, help="Default: 0")
+    group.add_argument("--deterministic", action="store_true",
+                       help="deterministic TensorFlow ops: two runs with the same --seed give bit-identical "
+                            "weights and metrics (slower: see the README)")
     group.add_argument("--verbose", action="store_true", help="show Keras' progress bars")
 
 
@@ -112,4 +115,4 @@ def check_common(args, recipe):
         raise UsageError(f"--weight-decay must be 0 or more, got {args.weight_decay}")
     check_fraction(args.dropout, "--dropout")
     check_non_negative_int(args.patience, "--patience")
-    return check_run_name(recipe, args.name, args.runs_dir, args.overwrite)
+    return check_run_name(recipe, args.name, args.runs_dir, args.overwrite, resume=getattr(args, "resume", False))

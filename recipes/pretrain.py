@@ -7,7 +7,7 @@ The run directory's `best.keras` is the whole classifier; `finetune --weights` t
 its `backbone` and puts a new head on it.
 """
 
-from recipes import options
+from recipes import options, resume
 from recipes.errors import UsageError
 
 # ## Defaults: the source half of the offline transfer demo.
@@ -23,6 +23,7 @@ def add_arguments(parser):
     options.add_data_arguments(parser, data=DATA, classes=CLASSES)
     options.add_training_arguments(parser, epochs=EPOCHS, learning_rate=LEARNING_RATE)
     options.add_run_arguments(parser)
+    resume.add_argument(parser)
 
 
 def validate(args):
@@ -30,7 +31,7 @@ def validate(args):
     from models import backbones
     from recipes import data
 
-    options.check_common(args, "pretrain")
+    run_path = options.check_common(args, "pretrain")
     spec = backbones.get_spec(args.model)
     if spec.family != "own":
         raise UsageError(f"--model {args.model} is a keras.applications backbone; pretrain trains the "
@@ -40,22 +41,23 @@ def validate(args):
     data.check_source(args.data, data_dir=args.data_dir, classes=args.classes, batch_size=args.batch_size,
                       labels_per_class=args.labels_per_class, augment=args.augment,
                       image_size=args.image_size, seed=args.seed)
+    resume.check(args, "pretrain", run_path)
 
 
 def pretrain(args):
     """Train `args.model` from scratch on `args.data`; returns (run_dir, result)."""
-    import keras
-
     from models import backbones
     from recipes import data, engine
+    from recipes.checkpoint import TrainingCheckpoint
     from recipes.rundir import RunDir, run_config, write_training_outputs
 
-    keras.utils.set_random_seed(args.seed)
+    engine.seed_everything(args.seed, args.deterministic)
     spec = backbones.get_spec(args.model)
     splits = data.load(args.data, image_size=(args.image_size,) * 2, channels=3, batch_size=args.batch_size,
                        preprocess=spec.preprocess, augment=args.augment, classes=args.classes,
                        labels_per_class=args.labels_per_class, seed=args.seed, data_dir=args.data_dir)
-    run_dir = RunDir.create("pretrain", args.name, args.runs_dir, args.overwrite)
+    run_dir = RunDir.create("pretrain", args.name, args.runs_dir, args.overwrite, resume=args.resume)
+    resume.start(run_dir, args, "pretrain")
 
     def build_model():
         return backbones.build_classifier(args.model, len(splits.class_names), args.image_size,
@@ -63,9 +65,13 @@ def pretrain(args):
 
     training = engine.TrainingOptions(weight_decay=args.weight_decay, patience=args.patience,
                                       log_gradients=args.log_gradients, verbose=int(args.verbose))
-    result = engine.train(build_model, splits, epochs=args.epochs, learning_rate=args.lr,
-                          options=training, strategy=args.strategy, run_dir=run_dir)
+    checkpoint = TrainingCheckpoint(run_dir.file("checkpoint"))
+    with resume.keeping_best_on_divergence(run_dir):
+        result = engine.train(build_model, splits, epochs=args.epochs, learning_rate=args.lr,
+                              options=training, strategy=args.strategy, run_dir=run_dir,
+                              checkpoint_dir=checkpoint.folder)
     write_training_outputs(run_dir, run_config(args, recipe="pretrain", class_names=splits.class_names), result)
+    checkpoint.remove()   # the run is complete (metrics.json is written)
     return run_dir, result
 
 

@@ -8,7 +8,7 @@ Writes runs/semisupervised/<name>/: autoencoder.keras, reconstructions.png (inpu
 reconstructions below), accuracy_vs_labels.png, results.md and metrics.json.
 """
 
-from recipes import options
+from recipes import options, resume
 from recipes.errors import UsageError
 
 # ## Defaults: the lecture material's use of autoencoders for semi-supervised learning.
@@ -43,6 +43,7 @@ def add_arguments(parser):
     data_group.add_argument("--batch-size", type=int, default=32, help="Default: 32")
     options.add_training_arguments(parser, epochs=HEAD_EPOCHS, learning_rate=LEARNING_RATE)
     options.add_run_arguments(parser)
+    resume.add_argument(parser)
 
 
 def validate(args):
@@ -52,7 +53,7 @@ def validate(args):
     if not budgets or not all(part.isdigit() and int(part) > 0 for part in budgets):
         raise UsageError(f"--labels-per-class must be a comma list of positive integers, got {args.labels_per_class!r}")
     args.label_budgets = sorted({int(part) for part in budgets})
-    options.check_common(args, "semisupervised")
+    run_path = options.check_common(args, "semisupervised")
     options.check_positive_int(args.autoencoder_epochs, "--autoencoder-epochs")
     options.check_positive_int(args.latent_dim, "--latent-dim")
     options.check_non_negative_int(args.finetune_epochs, "--finetune-epochs")
@@ -63,11 +64,13 @@ def validate(args):
     for budget in args.label_budgets:
         data.check_source(args.data, data_dir=args.data_dir, image_size=args.image_size, channels=1,
                           batch_size=args.batch_size, labels_per_class=budget, seed=args.seed)
+    resume.check(args, "semisupervised", run_path)
 
 
 def semisupervised(args):
     """Run on validated `args`; returns (run_dir, results, table), results = {k: {"autoencoder": acc, "scratch": acc}}."""
     import dataclasses
+    import shutil
 
     import keras
 
@@ -76,11 +79,13 @@ def semisupervised(args):
     from recipes.plots import plot_accuracy_vs_labels, plot_reconstructions
     from recipes.rundir import RunDir, run_config
 
-    keras.utils.set_random_seed(args.seed)
+    engine.seed_everything(args.seed, args.deterministic)
     load = dict(image_size=args.image_size, channels=1, batch_size=args.batch_size, seed=args.seed,
                 data_dir=args.data_dir)
     everything = data.load(args.data, **load)
-    run_dir = RunDir.create("semisupervised", args.name, args.runs_dir, args.overwrite)
+    run_dir = RunDir.create("semisupervised", args.name, args.runs_dir, args.overwrite, resume=args.resume)
+    resume.start(run_dir, args, "semisupervised")
+    checkpoints = run_dir.file("checkpoints")   # one per training; each resumes where it stopped
     training = engine.TrainingOptions(weight_decay=args.weight_decay, patience=args.patience,
                                       verbose=int(args.verbose))
     autoencoder_options = dict(kind="conv", latent_dim=args.latent_dim, filters=FILTERS)
@@ -91,11 +96,16 @@ def semisupervised(args):
         return dataset.map(lambda images, labels: (images, images))
 
     unlabelled = dataclasses.replace(everything, train=images_as_targets(everything.train),
+                                     train_epochs=lambda *epochs: images_as_targets(
+                                         everything.train_epochs(*epochs)),
                                      val=images_as_targets(everything.val),
                                      test=images_as_targets(everything.test) if everything.test is not None else None)
-    autoencoding = engine.train(lambda: models.build_autoencoder(input_shape, **autoencoder_options), unlabelled,
-                                epochs=args.autoencoder_epochs, learning_rate=AUTOENCODER_LEARNING_RATE,
-                                options=dataclasses.replace(training, task="reconstruction"))
+    with resume.keeping_best_on_divergence(run_dir):
+        autoencoding = engine.train(lambda: models.build_autoencoder(input_shape, **autoencoder_options),
+                                    unlabelled, epochs=args.autoencoder_epochs,
+                                    learning_rate=AUTOENCODER_LEARNING_RATE,
+                                    options=dataclasses.replace(training, task="reconstruction"),
+                                    checkpoint_dir=checkpoints / "autoencoder")
     autoencoder = autoencoding.model
     run_dir.save_model(autoencoder, "autoencoder.keras")
     samples = next(iter(everything.val))[0].numpy()[:10]
@@ -115,25 +125,27 @@ def semisupervised(args):
         results[budget] = {}
         for start in ("autoencoder", "scratch"):
             keras.utils.set_random_seed(args.seed)
-            result = engine.fine_tune(
-                lambda: classifier(start == "autoencoder", few.num_classes), few,
-                head_epochs=args.epochs if start == "autoencoder" else 0,
-                finetune_epochs=args.finetune_epochs + (0 if start == "autoencoder" else args.epochs),
-                learning_rate=args.lr,
-                finetune_learning_rate=args.finetune_lr if start == "autoencoder" else args.lr,
-                batch_norm="train", options=training)
+            with resume.keeping_best_on_divergence(run_dir):
+                result = engine.fine_tune(
+                    lambda: classifier(start == "autoencoder", few.num_classes), few,
+                    head_epochs=args.epochs if start == "autoencoder" else 0,
+                    finetune_epochs=args.finetune_epochs + (0 if start == "autoencoder" else args.epochs),
+                    learning_rate=args.lr,
+                    finetune_learning_rate=args.finetune_lr if start == "autoencoder" else args.lr,
+                    batch_norm="train", options=training, checkpoint_dir=checkpoints / f"{budget}-labels-{start}")
             results[budget][start] = result.accuracy
 
     table = results_table(results, everything)
     run_dir.write_text("results.md", table + "\n")
-    run_dir.write_json("metrics.json", {"autoencoder": {**autoencoding.metrics, "phases": autoencoding.phases,
-                                                        "history": autoencoding.history},
-                                        "accuracy": {str(k): v for k, v in results.items()}})
     run_dir.write_json("config.json", run_config(args, recipe="semisupervised"))
     budgets = sorted(results)
     run_dir.save_figure(plot_accuracy_vs_labels(
         budgets, {start: [results[k][start] for k in budgets] for start in ("autoencoder", "scratch")}),
         "accuracy_vs_labels.png")
+    run_dir.write_json("metrics.json", {"autoencoder": {**autoencoding.metrics, "phases": autoencoding.phases,
+                                                        "history": autoencoding.history},
+                                        "accuracy": {str(k): v for k, v in results.items()}})   # last: marks the run complete
+    shutil.rmtree(checkpoints, ignore_errors=True)
     return run_dir, results, table
 
 

@@ -23,7 +23,7 @@ call it in their `validate()`.
 """
 
 import dataclasses
-from typing import Optional
+from typing import Callable, Optional
 
 from recipes.data import digits, folder, tfds_source
 from recipes.data.digits import DIGITS_SOURCE_CLASSES, DIGITS_TARGET_CLASSES
@@ -51,6 +51,11 @@ class DataSplits:
         input_shape: (height, width, channels) of each image.
         num_examples: examples per split, e.g. `{"train": 1079, "val": 359, "test": 359}`.
         spec: the checked options the splits were built from.
+        train_epochs: `train_epochs(first_epoch, end_epoch)` is the training split's epochs
+            `first_epoch` to `end_epoch - 1` as one dataset, each in an order fixed by
+            (seed, epoch), for `fit(..., steps_per_epoch=...)`: the engine trains on it so
+            that a resumed run sees the batches the uninterrupted one saw. `None` for
+            hand-made splits.
     """
 
     train: "tf.data.Dataset"  # noqa: F821 (TensorFlow is imported only when data is loaded)
@@ -60,6 +65,7 @@ class DataSplits:
     input_shape: tuple
     num_examples: dict
     spec: DataSpec
+    train_epochs: Optional[Callable] = None
 
     @property
     def num_classes(self):
@@ -133,5 +139,5 @@ def load(source=DEFAULT_SOURCE, *, image_size=IMAGE_SIZE, channels=CHANNELS, bat
         class_names=list(records.class_names), input_shape=spec.input_shape,
         num_examples={split: records.splits[split][1] if split in records.splits else 0
                       for split in ("train", "val", "test")},
-        spec=spec,
+        spec=spec, train_epochs=datasets["train_epochs"],
     )

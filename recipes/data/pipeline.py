@@ -85,7 +85,8 @@ def records_from_arrays(items, labels, all_class_names, spec, *, decode, decode_
 
 
 def build(records, spec, preprocess=None):
-    """Split name -> batched `tf.data.Dataset` of (float32 images, int32 labels)."""
+    """Split name -> batched `tf.data.Dataset` of (float32 images, int32 labels), and
+    `"train_epochs"`: the training split's epoch-numbered stream (see `_pipeline`)."""
     for split, (_, size) in records.splits.items():
         if size == 0 and split != "train":
             raise UsageError(f"The {split} split of {spec.source!r} is empty; use more images or a larger "
@@ -93,10 +94,12 @@ def build(records, spec, preprocess=None):
                              f"Received: {split}_examples=0")
     augment = _augmenter(spec.augment, spec.seed) if spec.augment else None
     cache = caches_in_memory([size for _, size in records.splits.values()], spec)
-    return {split: _pipeline(dataset, size, records, spec, cache=cache, training=split == "train",
-                             augment=augment if split == "train" else None,
-                             preprocess=preprocess or _scale_to_unit)
-            for split, (dataset, size) in records.splits.items()}
+    pipelines = {split: _pipeline(dataset, size, records, spec, cache=cache, training=split == "train",
+                                  augment=augment if split == "train" else None,
+                                  preprocess=preprocess or _scale_to_unit)
+                 for split, (dataset, size) in records.splits.items()}
+    return {**{split: batches for split, (batches, _) in pipelines.items()},
+            "train_epochs": pipelines["train"][1]}
 
 
 def cached_bytes(split_sizes, spec):
@@ -117,20 +120,18 @@ def caches_in_memory(split_sizes, spec):
 
 
 def _pipeline(dataset, size, records, spec, *, cache, training, augment, preprocess):
+    """The split's batches, and for the training split also `epochs(first_epoch)` (else None)."""
     shuffle = training and spec.shuffle
     shuffle_buffer = max(1, min(size, SHUFFLE_BUFFER))
-    if shuffle and not cache:
-        dataset = dataset.shuffle(shuffle_buffer, seed=spec.seed, reshuffle_each_iteration=True)
     to_image = functools.partial(_to_image, decode=records.decode, image_size=spec.image_size,
                                  channels=spec.channels)
-    dataset = dataset.map(lambda item, label: (to_image(item), label), num_parallel_calls=AUTOTUNE)
-    if records.decode_may_fail:
-        dataset = dataset.ignore_errors(log_warning=True)
-    if cache:
-        dataset = dataset.cache()
-        if shuffle:
-            dataset = dataset.shuffle(shuffle_buffer, seed=spec.seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(spec.batch_size)
+
+    def decoded(items):
+        items = items.map(lambda item, label: (to_image(item), label), num_parallel_calls=AUTOTUNE)
+        return items.ignore_errors(log_warning=True) if records.decode_may_fail else items
+
+    # What each epoch's order is drawn from: items (paths, bytes), or the cached images.
+    source = decoded(dataset).cache() if cache else dataset
 
     def finish(images, labels):
         images = tf.cast(images, tf.float32)
@@ -138,7 +139,48 @@ def _pipeline(dataset, size, records, spec, *, cache, training, augment, preproc
             images = augment(images)
         return preprocess(images), labels
 
-    return dataset.map(finish, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+    def one_pass(order):
+        items = order(source) if shuffle else source
+        if not cache:
+            items = decoded(items)
+        return items.batch(spec.batch_size).map(finish, num_parallel_calls=AUTOTUNE)
+
+    batches = one_pass(lambda items: items.shuffle(shuffle_buffer, seed=spec.seed,
+                                                   reshuffle_each_iteration=True)).prefetch(AUTOTUNE)
+    if not training:
+        return batches, None
+
+    def epochs(first_epoch, end_epoch):
+        """Epochs `first_epoch` to `end_epoch - 1`, back to back, in one dataset.
+
+        Epoch e's order depends on (seed, e) only, not on how many epochs this process
+        has run: a run resumed at epoch e sees the batches the uninterrupted run saw.
+        (`batches` reshuffles with tf.data's seed generator, which advances with every
+        iterator made, and Keras makes more than one per epoch.) Pass
+        `steps_per_epoch=ceil(examples / batch_size)` to `fit`. Seeds are Python ints
+        (tf.data refuses a traced seed once a global seed is set), so each epoch is its
+        own small pipeline, concatenated.
+        """
+        def epoch(number):
+            return one_pass(lambda items: items.shuffle(shuffle_buffer, seed=epoch_seed(spec.seed, number),
+                                                        reshuffle_each_iteration=False))
+
+        return concatenated(epoch(number) for number in range(first_epoch, end_epoch)).prefetch(AUTOTUNE)
+
+    return batches, epochs
+
+
+def concatenated(datasets):
+    datasets = iter(datasets)
+    result = next(datasets)
+    for dataset in datasets:
+        result = result.concatenate(dataset)
+    return result
+
+
+def epoch_seed(seed, epoch):
+    """The shuffle seed of epoch `epoch` of a run seeded `seed`."""
+    return seed * 1_000_003 + epoch
 
 
 def _to_image(item, *, decode, image_size, channels):

@@ -1,0 +1,67 @@
+"""`--resume`: continue a killed run, with exactly the options it was started with.
+
+A training run writes its resolved options (`config.json`) before its first epoch and its
+`metrics.json` when it ends; the engine's checkpoint (`recipes.checkpoint`) holds the
+training state in between. Resuming with other options would mix two runs in one folder,
+so it is refused, as is resuming a run that already finished.
+"""
+
+import contextlib
+import json
+
+from recipes.errors import TrainingDiverged, UsageError
+from recipes.rundir import run_config
+
+# Options that do not change what is trained, so they may differ on --resume.
+CHANGEABLE = {"resume", "overwrite", "verbose"}
+
+
+def add_argument(group):
+    group.add_argument("--resume", action="store_true",
+                       help="continue the run --name from its last completed epoch (after a crash or a kill), "
+                            "with the options it was started with")
+
+
+def check(args, recipe, path):
+    """Refuse `--resume` of run `path` when it cannot continue; call after `args` are resolved."""
+    if not args.resume:
+        return
+    if (path / "metrics.json").exists():
+        raise UsageError(f"--resume: run {path} already finished (metrics.json is there); "
+                         "start a new run with another --name")
+    config_path = path / "config.json"
+    if not config_path.exists():
+        raise UsageError(f"--resume: {path} holds no config.json, so it was not started by headstart {recipe}; "
+                         "use another --name, or --overwrite to start it again")
+    saved = json.loads(config_path.read_text())
+    now = _plain(run_config(args, recipe=recipe))
+    for key in sorted(set(now) | set(saved)):
+        if key in CHANGEABLE:
+            continue
+        if now.get(key) != saved.get(key):
+            raise UsageError(f"--resume: run {path} was started with {key}={saved.get(key)!r}, not "
+                             f"{now.get(key)!r}; pass the same options to continue it, or start a new run")
+
+
+def start(run_dir, args, recipe):
+    """Record the run's resolved options before training starts (on --resume they are already there)."""
+    if not args.resume:
+        run_dir.write_json("config.json", _plain(run_config(args, recipe=recipe)))
+
+
+def _plain(config):
+    """As `config` reads back from JSON (tuples become lists), to compare like with like."""
+    return json.loads(json.dumps(config, default=str))
+
+
+@contextlib.contextmanager
+def keeping_best_on_divergence(run_dir):
+    """On `TrainingDiverged`, save the best weights seen as the run's best.keras, then let it end the run.
+
+    The engine already put them back in the model, and kept its last good checkpoint.
+    """
+    try:
+        yield
+    except TrainingDiverged as error:
+        run_dir.save_model(error.result.model, "best.keras")
+        raise

@@ -1,0 +1,135 @@
+"""Kill a training verb with SIGKILL after it completed an epoch, `--resume` it, and check that it
+ends as the uninterrupted run does: every epoch once, and (with --deterministic) the same metrics
+and weights bit for bit."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import keras
+
+import models  # noqa: F401 (registers the initializers and regularizers best.keras refers to)
+from recipes.checkpoint import TrainingCheckpoint
+from callbacks.history_writer import read_history
+
+SAFETY_TIMEOUT = 900   # a hang guard only; these runs take seconds to a minute
+
+# verb -> (tiny options, checkpoint folder inside the run, metric keys compared, epochs in history.csv)
+RUNS = {
+    "pretrain": (["--image-size", "8", "--epochs", "8", "--patience", "20", "--batch-size", "64"],
+                 "checkpoint", ("test_accuracy", "test_loss"), 8),
+    "finetune": (["--weights", "none", "--image-size", "16", "--epochs", "3", "--finetune-epochs", "5",
+                  "--patience", "20", "--labels-per-class", "40", "--no-compare-scratch"],
+                 "checkpoint", ("test_accuracy", "test_loss"), 8),
+    "semisupervised": (["--image-size", "8", "--autoencoder-epochs", "6", "--labels-per-class", "3",
+                        "--epochs", "2", "--finetune-epochs", "2", "--patience", "20"],
+                       "checkpoints/autoencoder", ("accuracy",), None),
+}
+
+
+def _command(verb, name, runs_dir, *extra):
+    return [sys.executable, "-m", "recipes", verb, *RUNS[verb][0], "--deterministic", "--seed", "3",
+            "--name", name, "--runs-dir", str(runs_dir), *extra]
+
+
+def _env():
+    return {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def _run(command):
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=SAFETY_TIMEOUT, env=_env())
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    return finished
+
+
+def _kill_after_first_epoch(command, checkpoint):
+    """Start `command`, SIGKILL it as soon as its checkpoint holds a completed epoch; the saved epoch."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env())
+    try:
+        deadline = time.monotonic() + SAFETY_TIMEOUT
+        while not TrainingCheckpoint(checkpoint).exists():
+            assert process.poll() is None, f"ended before its first checkpoint: {process.stderr.read()[-3000:]}"
+            assert time.monotonic() < deadline, "no checkpoint appeared"
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    state, _ = TrainingCheckpoint(checkpoint).load()
+    return state["epoch"]
+
+
+def _metrics(run):
+    return json.loads((run / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("verb", sorted(RUNS))
+def test_killed_run_resumes_and_ends_as_the_uninterrupted_one(tmp_path, verb):
+    _, checkpoint_folder, metric_keys, epochs = RUNS[verb]
+    runs_dir = tmp_path / "runs"
+    _run(_command(verb, "whole", runs_dir))
+
+    killed = runs_dir / verb / "killed"
+    saved_epoch = _kill_after_first_epoch(_command(verb, "killed", runs_dir), killed / checkpoint_folder)
+    assert saved_epoch >= 1
+    assert not (killed / "metrics.json").exists()
+    for path in killed.rglob("*.json"):   # nothing half-written: every file there reads back whole
+        json.loads(path.read_text())
+
+    _run(_command(verb, "killed", runs_dir, "--resume"))
+
+    whole, resumed = _metrics(runs_dir / verb / "whole"), _metrics(killed)
+    for key in metric_keys:
+        assert resumed[key] == whole[key], key                     # bit-identical with --deterministic
+    if epochs is not None:
+        rows = read_history(killed / "history.csv")
+        assert [row["epoch"] for row in rows] == list(range(epochs))
+        assert rows == read_history(runs_dir / verb / "whole" / "history.csv")
+    for name in ("best.keras",) if verb != "semisupervised" else ("autoencoder.keras",):
+        for resumed_weight, whole_weight in zip(keras.saving.load_model(killed / name).weights,
+                                                keras.saving.load_model(runs_dir / verb / "whole" / name).weights):
+            np.testing.assert_array_equal(resumed_weight.numpy(), whole_weight.numpy())
+    assert not (killed / checkpoint_folder).exists()   # removed once the run is complete
+
+
+def test_resume_refuses_other_options_and_finished_runs(tmp_path):
+    from recipes import pretrain, resume
+    from recipes.cli import options_for
+    from recipes.rundir import RunDir
+
+    runs_dir = tmp_path / "runs"
+    started = options_for("pretrain", image_size=8, epochs=3, name="a", runs_dir=str(runs_dir))
+    pretrain.validate(started)
+    resume.start(RunDir.create("pretrain", "a", str(runs_dir)), started, "pretrain")   # as a killed run left it
+    run = runs_dir / "pretrain" / "a"
+    command = [sys.executable, "-m", "recipes", "pretrain", "--image-size", "8", "--epochs", "4",
+               "--name", "a", "--runs-dir", str(runs_dir), "--resume"]
+    refused = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=SAFETY_TIMEOUT)
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines()[-1].startswith("headstart: error: --resume:")
+    assert "was started with epochs=3, not 4" in refused.stderr
+
+    (run / "metrics.json").write_text("{}")
+    refused = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=SAFETY_TIMEOUT)
+    assert refused.returncode == 2 and "already finished" in refused.stderr
+    assert sorted(path.name for path in run.iterdir()) == ["config.json", "metrics.json"]
+
+
+def test_deterministic_runs_are_bit_identical(tmp_path):
+    runs_dir = tmp_path / "runs"
+    for name in ("one", "two"):
+        _run(_command("pretrain", name, runs_dir))
+    one, two = (runs_dir / "pretrain" / name for name in ("one", "two"))
+    assert _metrics(one)["test_loss"] == _metrics(two)["test_loss"]
+    assert read_history(one / "history.csv") == read_history(two / "history.csv")
+    for weight_one, weight_two in zip(keras.saving.load_model(one / "best.keras").weights,
+                                      keras.saving.load_model(two / "best.keras").weights):
+        np.testing.assert_array_equal(weight_one.numpy(), weight_two.numpy())
