@@ -59,7 +59,7 @@ SEARCH_FILE = "search.json"
 FIXED_OPTIONS = ("backbone", "weights", "pretrain_epochs", "data", "data_dir", "classes", "labels_per_class",
                  "image_size", "augment", "epochs", "finetune_epochs", "batch_norm", "feature_cache", "cache_dir",
                  "regularizer", "l2sp_alpha", "l2sp_beta", "layer_decay", "lr_groups", "gradual_unfreeze",
-                 "patience", "seed", "strategy")
+                 "patience", "seed", "deterministic", "strategy")
 # Options a search may change on --resume: they do not change what a trial is.
 RESUMABLE_CHANGES = ("max_trials", "max_consecutive_failures", "verbose")
 
@@ -159,7 +159,7 @@ def validate_recipe(args):
         value = search_space.values_of(args.space, name)[0]
         setattr(probe, name, search_space.finetune_values({name: value})[name])
     # The run folder is checked by `validate` (it may exist: --resume, workers).
-    probe.name, probe.overwrite = None, False
+    probe.name, probe.overwrite, probe.resume = None, False, False
     finetune.validate(probe, recipe="tune")
     for unfreeze in search_space.values_of(args.space, "unfreeze"):
         if not unfreeze.isdigit() and unfreeze != "all":
@@ -253,7 +253,7 @@ def run_config(args):
 
 def fixed_options(args):
     """The finetune options of every trial, JSON-plain (see FIXED_OPTIONS)."""
-    fixed = {name: getattr(args, name) for name in FIXED_OPTIONS}
+    fixed = {name: getattr(args, name) for name in FIXED_OPTIONS if hasattr(args, name)}
     if args.weight_decay_kind != "decoupled":
         fixed["weight_decay_kind"] = args.weight_decay_kind   # finetune has no such option yet: fail loudly there
     return json.loads(json.dumps(fixed))

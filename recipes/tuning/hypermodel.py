@@ -18,6 +18,7 @@ trains on the shared cached features too. Optimizer state is not carried over be
 
 import copy
 import math
+import shutil
 import time
 
 import keras
@@ -123,29 +124,29 @@ class FineTuneHyperModel(keras_tuner.HyperModel):
             weight_decay=trial.weight_decay if self.args.weight_decay_kind == "decoupled" else 0.0,
             patience=self.args.patience, monitor=self.objective, verbose=int(self.args.verbose),
             feature_cache=self.args.feature_cache, cache_dir=self.args.cache_dir)
+        # The engine saves the trial's state after every epoch there: a trial killed mid-way
+        # (and retried by the resumed search) continues from its last epoch.
+        resume_dir = kwargs.get("checkpoint_dir")
         started = time.perf_counter()
-        result = engine.fine_tune(
-            lambda: model, splits, head_epochs=head, finetune_epochs=tuned, learning_rate=trial.lr,
-            finetune_learning_rate=trial.finetune_lr, unfreeze_layers=trial.unfreeze,
-            batch_norm=self.args.batch_norm, layer_decay=self.args.layer_decay, lr_groups=self.args.lr_groups,
-            gradual_unfreeze=self.args.gradual_unfreeze, options=training,
-            strategy=self.strategy or "default", extra_callbacks=passed,
-            features=self.features(model, splits, trial.batch_size) if cached else None)
+        try:
+            result = engine.fine_tune(
+                lambda: model, splits, head_epochs=head, finetune_epochs=tuned, learning_rate=trial.lr,
+                finetune_learning_rate=trial.finetune_lr, unfreeze_layers=trial.unfreeze,
+                batch_norm=self.args.batch_norm, layer_decay=self.args.layer_decay, lr_groups=self.args.lr_groups,
+                gradual_unfreeze=self.args.gradual_unfreeze, options=training,
+                strategy=self.strategy or "default", extra_callbacks=passed, checkpoint_dir=resume_dir,
+                features=self.features(model, splits, trial.batch_size) if cached else None)
+        except engine.TrainingDiverged as error:
+            # Failed, not retried: the same values would diverge again.
+            raise keras_tuner.errors.FailedTrialError(str(error)) from error
+        finally:
+            if resume_dir is not None:
+                shutil.rmtree(resume_dir, ignore_errors=True)   # only an interrupted trial needs it
         seconds = time.perf_counter() - started
-        check_finite(result)
         for checkpoint in checkpoints:
             model.save_weights(checkpoint.filepath)
         return {**best_epoch(result.history, self.objective), EPOCHS_METRIC: len(result.history),
                 SECONDS_METRIC: round(seconds, 3)}
-
-
-def check_finite(result):
-    """A trial whose loss became NaN or infinite is failed (with why), not scored on its last finite epoch."""
-    for phase in result.phases:
-        stop = phase["stop"]
-        if stop["stop_reason"] == "non_finite":
-            raise keras_tuner.errors.FailedTrialError(
-                f"the loss became non-finite in the {phase['name']} phase at epoch {stop['stopped_epoch'] + 1}")
 
 
 def best_epoch(history, objective):

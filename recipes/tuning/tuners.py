@@ -10,7 +10,8 @@ Reloading a killed search runs into keras-tuner 1.4's own bugs, fixed here after
   and would count against `max_trials`. It is dropped (its id is reused).
 
 The trial that was running at the kill is in `oracle.json`'s ongoing trials; keras-tuner's
-reload puts it back in the retry queue, so it restarts cleanly from its first epoch.
+reload puts it back in the retry queue, and it continues from the last epoch the engine
+checkpointed in its folder (`resume/`, removed once the trial ends).
 """
 
 import functools
@@ -23,7 +24,8 @@ from keras_tuner.src.tuners.gridsearch import GridSearchOracle, LinkedList
 
 from recipes.tuning.hypermodel import EPOCHS_METRIC, SECONDS_METRIC
 
-TRIAL_STARTS = "trial_starts.jsonl"   # one JSON line per trial start: trial_id, tuner_id, pid, time
+TRIAL_STARTS = "trial_starts.jsonl"
+CHECKPOINT_FOLDER = "resume"         # in a trial's folder while it runs: the engine's per-epoch state   # one JSON line per trial start: trial_id, tuner_id, pid, time
 
 
 class ResumableSearch:
@@ -33,6 +35,11 @@ class ResumableSearch:
         super().reload()
         if not self._is_worker():   # a worker's oracle is the chief's, behind gRPC
             repair_reloaded_oracle(self.oracle)
+
+    def run_trial(self, trial, *args, **kwargs):
+        # Passed on to `FineTuneHyperModel.fit`, which hands it to the engine's per-epoch checkpoint.
+        kwargs["checkpoint_dir"] = os.path.join(self.get_trial_dir(trial.trial_id), CHECKPOINT_FOLDER)
+        return super().run_trial(trial, *args, **kwargs)
 
     def on_trial_begin(self, trial):
         super().on_trial_begin(trial)
