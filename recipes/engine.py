@@ -19,6 +19,7 @@ import tensorflow as tf
 from callbacks import EarlyStopping, GradientLogger, GradualUnfreezing, HistoryWriter
 from models.freezing import freeze, unfreeze
 from models.layer_rates import with_layer_rates
+from recipes import distribution
 from recipes.checkpoint import TrainingCheckpoint, optimizer_variables
 from recipes.errors import TrainingDiverged
 
@@ -36,11 +37,16 @@ def seed_everything(seed, deterministic=False):
 
 
 def make_strategy(name="default"):
-    """The `tf.distribute` strategy named on the command line."""
+    """The `tf.distribute` strategy named on the command line.
+
+    Call it before TensorFlow runs anything: "multiworker" (one per process, see
+    `distribution.multi_worker_strategy`) configures collective ops, which TensorFlow
+    allows only at startup.
+    """
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return distribution.multi_worker_strategy()
     return tf.distribute.get_strategy()
 
 
@@ -139,6 +145,7 @@ def run_phases(build_model, data, phases, options=None, *, strategy="default", r
     strategy = make_strategy(strategy) if isinstance(strategy, str) else strategy
     with strategy.scope():
         model = build_model()
+    distribution.synchronize_batch_norm(model, strategy)
     num_classes = model.output_shape[-1]
 
     early_stopping = EarlyStopping(monitor=options.monitor, patience=options.patience,

@@ -121,7 +121,9 @@ def check_unfreeze_name(args):
     Layer names do not depend on the input size, so the smallest build will do.
     """
     from models import backbones, freezing
+    from recipes import engine
 
+    engine.make_strategy(args.strategy)  # before building anything: multi-worker must come first
     backbone = backbones.build_backbone(args.backbone, backbones.get_spec(args.backbone).min_size, weights=None)
     try:
         freezing.unfreeze(backbone, from_layer=args.unfreeze)
@@ -149,8 +151,10 @@ def pretrained_digits_backbone(args):
                                 deterministic=args.deterministic, overwrite=not interrupted, resume=interrupted,
                                 verbose=args.verbose)
     pretrain.validate(pretrain_args)
-    pretrain.pretrain(pretrain_args)
-    return path
+    # Its own run's file: on a non-chief worker that is its private copy, since the
+    # chief's may not be written yet (or be on another machine).
+    run_dir, _ = pretrain.pretrain(pretrain_args)
+    return run_dir.file("best.keras")
 
 
 def model_and_data(args, strategy=None):

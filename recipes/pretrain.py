@@ -51,6 +51,7 @@ def pretrain(args):
     from recipes.checkpoint import TrainingCheckpoint
     from recipes.rundir import RunDir, run_config, write_training_outputs
 
+    strategy = engine.make_strategy(args.strategy)  # first: multi-worker needs it before any TensorFlow op
     engine.seed_everything(args.seed, args.deterministic)
     spec = backbones.get_spec(args.model)
     splits = data.load(args.data, image_size=(args.image_size,) * 2, channels=3, batch_size=args.batch_size,
@@ -68,7 +69,7 @@ def pretrain(args):
     checkpoint = TrainingCheckpoint(run_dir.file("checkpoint"))
     with resume.keeping_best_on_divergence(run_dir):
         result = engine.train(build_model, splits, epochs=args.epochs, learning_rate=args.lr,
-                              options=training, strategy=args.strategy, run_dir=run_dir,
+                              options=training, strategy=strategy, run_dir=run_dir,
                               checkpoint_dir=checkpoint.folder)
     write_training_outputs(run_dir, run_config(args, recipe="pretrain", class_names=splits.class_names), result)
     checkpoint.remove()   # the run is complete (metrics.json is written)

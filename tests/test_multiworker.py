@@ -81,9 +81,6 @@ def all_files(folder):
     return sorted(str(path.relative_to(folder)) for path in folder.rglob("*"))
 
 
-# Strict: it must fail until recipes/engine.py uses distribution.multi_worker_strategy() and
-# synchronize_batch_norm() and pretrain makes its strategy first; remove the mark with that change.
-@pytest.mark.xfail(strict=True, reason="needs the engine/pretrain changes of the multi-worker report")
 def test_two_workers_train_one_model_and_only_the_chief_writes_the_run(tmp_path):
     runs = tmp_path / "runs"
     finished = wait_for(start_workers(tmp_path, [
