@@ -15,7 +15,6 @@ import sys
 
 import keras
 import numpy as np
-import pytest
 
 import models.backbones  # noqa: F401 (registers the project's layers and initializers for loading)
 
