@@ -97,6 +97,16 @@ def check_layer_decay(value):
     return value
 
 
+def parse(args):
+    """The checks of the three options that need no backbone (so no TensorFlow); resolves them.
+
+    Idempotent: `validate` calls it again. A recipe calls it early, before importing Keras.
+    """
+    check_layer_decay(args.layer_decay)
+    args.lr_groups = parse_lr_groups(args.lr_groups)
+    args.gradual_unfreeze = parse_gradual_unfreeze(args.gradual_unfreeze)
+
+
 def validate(args):
     """Check and resolve `args.layer_decay`, `args.lr_groups` and `args.gradual_unfreeze`.
 
@@ -104,9 +114,7 @@ def validate(args):
     ('all', a number of top layers, or a block/layer name). Replaces `args.lr_groups` by a
     dict and `args.gradual_unfreeze` by an int or a list.
     """
-    check_layer_decay(args.layer_decay)
-    args.lr_groups = parse_lr_groups(args.lr_groups)
-    args.gradual_unfreeze = parse_gradual_unfreeze(args.gradual_unfreeze)
+    parse(args)
     if args.lr_groups is None and not isinstance(args.gradual_unfreeze, list):
         return
     names, depth_groups = backbone_groups_for(args.backbone, getattr(args, "unfreeze", "all"))
