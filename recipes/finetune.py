@@ -77,7 +77,6 @@ def validate(args, recipe="finetune"):
 
     Fills in resolved values (the image size, head units, the scratch comparison).
     """
-    from models import backbones
     from recipes import data
 
     run_path = options.check_common(args, recipe)
@@ -88,16 +87,6 @@ def validate(args, recipe="finetune"):
         options.check_non_negative_float(value, option)
     if args.cache_dir is not None:
         options.check_writable_folder(args.cache_dir, "--cache-dir")
-    spec = backbones.get_spec(args.backbone)
-    args.image_size = args.image_size or spec.default_size
-    data.check_source(args.data, data_dir=args.data_dir, classes=args.classes, batch_size=args.batch_size,
-                      labels_per_class=args.labels_per_class, augment=args.augment,
-                      image_size=args.image_size, seed=args.seed)
-    if args.weights == "digits-source" and spec.family != "own":
-        raise UsageError(f"--weights digits-source needs one of the project's own backbones, not {args.backbone}: "
-                         "use --weights imagenet, a file, or none")
-    weights = None if args.weights in ("none", "digits-source") else args.weights
-    backbones.check_backbone_options(args.backbone, args.image_size, weights)
     try:
         args.head_units = tuple(int(units) for units in args.head_units.split(",") if units)
     except ValueError:
@@ -106,6 +95,21 @@ def validate(args, recipe="finetune"):
         raise UsageError(f"--head-units must be a comma list of positive integers, got {args.head_units}")
     if isinstance(args.unfreeze, str) and args.unfreeze.isdigit():
         args.unfreeze = options.check_positive_int(int(args.unfreeze), "--unfreeze")
+    layer_rate_options.parse(args)
+    # The data options first: their checks need no TensorFlow. The size is the backbone's
+    # default when not given, known only below; any valid size checks the rest the same.
+    data.check_source(args.data, data_dir=args.data_dir, classes=args.classes, batch_size=args.batch_size,
+                      labels_per_class=args.labels_per_class, augment=args.augment,
+                      image_size=args.image_size or data.IMAGE_SIZE, seed=args.seed)
+    from models import backbones   # imports Keras, so TensorFlow: only once the cheap checks passed
+
+    spec = backbones.get_spec(args.backbone)
+    args.image_size = args.image_size or spec.default_size
+    if args.weights == "digits-source" and spec.family != "own":
+        raise UsageError(f"--weights digits-source needs one of the project's own backbones, not {args.backbone}: "
+                         "use --weights imagenet, a file, or none")
+    weights = None if args.weights in ("none", "digits-source") else args.weights
+    backbones.check_backbone_options(args.backbone, args.image_size, weights)
     if isinstance(args.unfreeze, str) and args.unfreeze != "all":
         check_unfreeze_name(args)
     layer_rate_options.validate(args)

@@ -28,19 +28,20 @@ def add_arguments(parser):
 
 def validate(args):
     """Every check that needs no TensorFlow work; raises UsageError."""
-    from models import backbones
     from recipes import data
 
     run_path = options.check_common(args, "pretrain")
+    data.check_source(args.data, data_dir=args.data_dir, classes=args.classes, batch_size=args.batch_size,
+                      labels_per_class=args.labels_per_class, augment=args.augment,
+                      image_size=args.image_size or data.IMAGE_SIZE, seed=args.seed)
+    from models import backbones   # imports Keras, so TensorFlow: only once the cheap checks passed
+
     spec = backbones.get_spec(args.model)
     if spec.family != "own":
         raise UsageError(f"--model {args.model} is a keras.applications backbone; pretrain trains the "
                          f"project's own: {', '.join(b for b in backbones.list_backbones() if backbones.get_spec(b).family == 'own')}")
     args.image_size = args.image_size or spec.default_size
     backbones.check_backbone_options(args.model, args.image_size, None)
-    data.check_source(args.data, data_dir=args.data_dir, classes=args.classes, batch_size=args.batch_size,
-                      labels_per_class=args.labels_per_class, augment=args.augment,
-                      image_size=args.image_size, seed=args.seed)
     resume.check(args, "pretrain", run_path)
 
 

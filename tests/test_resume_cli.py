@@ -133,3 +133,19 @@ def test_deterministic_runs_are_bit_identical(tmp_path):
     for weight_one, weight_two in zip(keras.saving.load_model(one / "best.keras").weights,
                                       keras.saving.load_model(two / "best.keras").weights):
         np.testing.assert_array_equal(weight_one.numpy(), weight_two.numpy())
+
+
+def test_a_diverging_run_stops_in_one_line_with_exit_1_and_keeps_its_best_weights(tmp_path):
+    runs_dir = tmp_path / "runs"
+    command = [sys.executable, "-m", "recipes", "pretrain", "--image-size", "8", "--epochs", "3", "--lr", "1e9",
+               "--name", "nan", "--runs-dir", str(runs_dir)]
+    finished = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=SAFETY_TIMEOUT)
+    assert finished.returncode == 1
+    assert "Traceback" not in finished.stderr
+    last = finished.stderr.splitlines()[-1]
+    assert last.startswith("headstart: error: training diverged in phase train at epoch 1, step ")
+    assert "try a lower learning rate than 1e+09" in last
+    run = runs_dir / "pretrain" / "nan"
+    model = keras.saving.load_model(run / "best.keras")
+    assert all(np.isfinite(weight.numpy()).all() for weight in model.weights)
+    assert not (run / "metrics.json").exists()   # not a finished run
