@@ -163,7 +163,9 @@ def validate_recipe(args):
     finetune.validate(probe, recipe="tune")
     for unfreeze in search_space.values_of(args.space, "unfreeze"):
         if not unfreeze.isdigit() and unfreeze != "all":
-            finetune.check_unfreeze_name(argparse.Namespace(backbone=args.backbone, unfreeze=unfreeze))
+            choice = copy.copy(probe)
+            choice.unfreeze = unfreeze
+            finetune.check_unfreeze_name(choice)
     for name in ("image_size", "layer_decay", "lr_groups", "gradual_unfreeze"):
         setattr(args, name, getattr(probe, name))
 
