@@ -108,6 +108,8 @@ def validate(args):
         raise UsageError(f"a distributed search ({role}) needs the same --name in every process")
     if role == distributed.WORKER:
         check_run_name("tune", args.name, args.runs_dir, overwrite=True)   # the chief makes and owns the folder
+    elif role == distributed.CHIEF and not args.resume:
+        check_new_distributed_search(args)
     else:
         check_run_name("tune", args.name, args.runs_dir, args.overwrite, resume=args.resume)
     args.name = args.name or default_run_name()
@@ -136,6 +138,23 @@ def check_search_options(args):
     if args.strategy == "multiworker":
         raise UsageError("--strategy multiworker: spread a search over machines with keras-tuner's chief/worker "
                          "mode instead (KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP, KERASTUNER_ORACLE_PORT)")
+
+
+def check_new_distributed_search(args):
+    """The chief of a new distributed search: the run folder may already exist, made by a worker.
+
+    keras-tuner makes its project folder as soon as a tuner is built, so a worker that starts
+    before the chief creates `runs/tune/<name>/search/` first. Such a folder is this search's;
+    only one that holds a saved search (`search.json`, written by a chief) is an earlier run.
+    """
+    if args.overwrite:
+        raise UsageError("--overwrite in a distributed search: workers may already be writing the run folder; "
+                         "remove it before starting the chief and the workers")
+    check_run_name("tune", args.name, args.runs_dir, overwrite=True)   # the name and --runs-dir checks
+    path = run_path("tune", args.name, args.runs_dir)
+    if (path / SEARCH_FILE).exists():
+        raise UsageError(f"run {path} already holds a search: choose another --name, or pass --resume "
+                         "(to the chief and the workers) to continue it")
 
 
 def resolve_budget(args):
@@ -209,11 +228,14 @@ def search(args):
     from recipes.tuning.hypermodel import FineTuneHyperModel
 
     role = distributed.role()
-    if role == distributed.WORKER:
+    if role == distributed.STANDALONE or (role == distributed.CHIEF and args.resume):
+        run_dir = RunDir.create("tune", args.name, args.runs_dir, args.overwrite, resume=args.resume)
+    else:
+        # Chief and workers share the one folder, and whichever starts first makes it
+        # (checked by `validate`: a new chief refuses a folder that holds an earlier search).
         run_dir = RunDir(run_path("tune", args.name, args.runs_dir))
         run_dir.path.mkdir(parents=True, exist_ok=True)
-    else:
-        run_dir = RunDir.create("tune", args.name, args.runs_dir, args.overwrite, resume=args.resume)
+    if role != distributed.WORKER:
         run_dir.write_json(SEARCH_FILE, search_definition(args))
         run_dir.write_json("config.json", run_config(args))
     weights = args.weights
