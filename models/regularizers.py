@@ -228,13 +228,22 @@ def regularize_towards_pretrained(model, alpha, beta):
     """
     alpha = _check_factor(alpha, "alpha")
     beta = _check_factor(beta, "beta")
-    towards_start, towards_zero = L2SP(alpha), L2(beta)
-    for part, regularizer in (("backbone", towards_start), ("head", towards_zero)):
-        for layer in _walk_layers(model.get_layer(part)):
-            kernel = getattr(layer, "kernel", None)
-            if kernel is not None and hasattr(kernel, "regularizer"):
-                kernel.regularizer = regularizer
+    regularize_kernels(model.get_layer("backbone"), L2SP(alpha))
+    regularize_kernels(model.get_layer("head"), L2(beta))
     return anchor_l2sp(model.get_layer("backbone"))
+
+
+def regularize_kernels(model, regularizer):
+    """Put `regularizer` on every kernel of `model`, nested sub-models included (biases and
+    batch-norm parameters are left alone). Recompile for the penalty to count.
+
+    With `L2(factor)` this is the classic coupled weight decay, the alternative to AdamW's
+    decoupled one (`--weight-decay-kind l2`).
+    """
+    for layer in _walk_layers(model):
+        kernel = getattr(layer, "kernel", None)
+        if kernel is not None and hasattr(kernel, "regularizer"):
+            kernel.regularizer = regularizer
 
 
 def _walk_layers(layer):

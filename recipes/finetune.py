@@ -64,6 +64,12 @@ def add_arguments(parser):
                             "and the head towards zero (--l2sp-beta). Default: none")
     group.add_argument("--l2sp-alpha", type=float, default=1e-2, help="Default: 1e-2")
     group.add_argument("--l2sp-beta", type=float, default=1e-4, help="Default: 1e-4")
+    group.add_argument("--weight-decay-kind", choices=("decoupled", "l2"), default="decoupled",
+                       help="'decoupled': AdamW's weight decay; 'l2': an L2 penalty of --weight-decay on every "
+                            "kernel instead (the classic coupled form). Default: decoupled")
+    group.add_argument("--from-tuning", metavar="DIR", default=None,
+                       help="retrain the best trial of a `headstart tune` run (DIR: runs/tune/NAME): its "
+                            "options replace the defaults; options you set to other values win")
     group.add_argument("--compare-scratch", action=argparse.BooleanOptionalAction, default=None,
                        help="also train the same network from scratch on the same data and print both. "
                             "Default: on with --weights digits-source")
@@ -79,6 +85,8 @@ def validate(args, recipe="finetune"):
     """
     from recipes import data
 
+    if getattr(args, "from_tuning", None):
+        take_tuned_options(args)
     run_path = options.check_common(args, recipe)
     options.check_non_negative_int(args.finetune_epochs, "--finetune-epochs")
     options.check_positive_float(args.finetune_lr, "--finetune-lr")
@@ -117,6 +125,36 @@ def validate(args, recipe="finetune"):
         args.compare_scratch = args.weights == "digits-source"
     if getattr(args, "resume", False):   # lr-find shares these checks but has no --resume
         resume.check(args, recipe, run_path)
+
+
+def take_tuned_options(args):
+    """`--from-tuning DIR`: the best trial's options (tune's `best_hyperparameters.json`) replace
+    the options still at their defaults; records them in `args.tuned` for the run's config."""
+    import json
+    from pathlib import Path
+
+    from recipes.cli import options_for
+
+    path = Path(args.from_tuning) / "best_hyperparameters.json"
+    if not path.is_file():
+        raise UsageError(f"--from-tuning {args.from_tuning}: no best_hyperparameters.json there; pass the folder "
+                         "of a finished `headstart tune` run (runs/tune/NAME)")
+    try:
+        tuned = json.loads(path.read_text())["finetune_options"]
+        assert isinstance(tuned, dict)
+    except (ValueError, KeyError, TypeError, AssertionError):
+        raise UsageError(f"--from-tuning: {path} is not a `headstart tune` result (no finetune_options in it); "
+                         "pass the folder of a finished `headstart tune` run")
+    defaults = vars(options_for("finetune"))
+    unknown = sorted(set(tuned) - set(defaults))
+    if unknown:
+        raise UsageError(f"--from-tuning: {path} sets options finetune does not have ({', '.join(unknown)}); "
+                         "was it written by another version of headstart?")
+    args.tuned = {}
+    for key, value in tuned.items():
+        if getattr(args, key) == defaults[key] and value != defaults[key]:
+            setattr(args, key, value)
+            args.tuned[key] = value
 
 
 def check_unfreeze_name(args):
@@ -189,7 +227,18 @@ def model_and_data(args, strategy=None):
                                            dropout=args.dropout, hidden_units=args.head_units)
         if args.regularizer == "l2sp":
             regularize_towards_pretrained(model, args.l2sp_alpha, args.l2sp_beta)
+        weight_decay_as_l2(model, args)
     return model, splits, weights
+
+
+def weight_decay_as_l2(model, args):
+    """`--weight-decay-kind l2`: the decay as an L2 penalty on every kernel (AdamW then gets none)."""
+    import keras
+
+    from models.regularizers import regularize_kernels
+
+    if args.weight_decay_kind == "l2" and args.weight_decay > 0:
+        regularize_kernels(model, keras.regularizers.L2(args.weight_decay))
 
 
 def finetune(args):
@@ -208,7 +257,8 @@ def finetune(args):
 
     run_dir = RunDir.create("finetune", args.name, args.runs_dir, args.overwrite, resume=args.resume)
     resume.start(run_dir, args, "finetune")
-    training = engine.TrainingOptions(weight_decay=args.weight_decay, patience=args.patience,
+    decoupled_decay = args.weight_decay if args.weight_decay_kind == "decoupled" else 0.0
+    training = engine.TrainingOptions(weight_decay=decoupled_decay, patience=args.patience,
                                       log_gradients=args.log_gradients, verbose=int(args.verbose),
                                       feature_cache=args.feature_cache, cache_dir=args.cache_dir)
     with resume.keeping_best_on_divergence(run_dir):
@@ -225,8 +275,10 @@ def finetune(args):
         scratch_dir.path.mkdir(exist_ok=args.resume)
 
         def build_scratch():
-            return backbones.build_classifier(args.backbone, num_classes, args.image_size, weights=None,
-                                              **head_options)
+            scratch = backbones.build_classifier(args.backbone, num_classes, args.image_size, weights=None,
+                                                 **head_options)
+            weight_decay_as_l2(scratch, args)
+            return scratch
 
         keras.utils.set_random_seed(args.seed)
         with resume.keeping_best_on_divergence(scratch_dir):
@@ -256,6 +308,9 @@ def results_table(results, args):
 
 def run(args):
     validate(args)
+    if getattr(args, "tuned", None):
+        print(f"from {args.from_tuning}: " + ", ".join(f"--{key.replace('_', '-')} {value}"
+                                                          for key, value in args.tuned.items()))
     run_dir, results = finetune(args)
     split = "test" if any(key.startswith("test_") for key in results["transfer"].metrics) else "validation"
     labelled = f"{args.labels_per_class} labels per class" if args.labels_per_class else "all labels"

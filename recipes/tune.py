@@ -135,6 +135,9 @@ def check_search_options(args):
         raise UsageError("--compare-scratch: a search trains no scratch baseline; use headstart finetune")
     if args.log_gradients:
         raise UsageError("--log-gradients: a search logs no gradients; use headstart finetune on the best trial")
+    if args.from_tuning:
+        raise UsageError("--from-tuning is for headstart finetune (retrain a search's best trial); narrow a new "
+                         "search with --lr LOW:HIGH, --dropout LOW:HIGH, ... instead")
     if args.strategy == "multiworker":
         raise UsageError("--strategy multiworker: spread a search over machines with keras-tuner's chief/worker "
                          "mode instead (KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP, KERASTUNER_ORACLE_PORT)")
@@ -279,7 +282,7 @@ def fixed_options(args):
     """The finetune options of every trial, JSON-plain (see FIXED_OPTIONS)."""
     fixed = {name: getattr(args, name) for name in FIXED_OPTIONS if hasattr(args, name)}
     if args.weight_decay_kind != "decoupled":
-        fixed["weight_decay_kind"] = args.weight_decay_kind   # finetune has no such option yet: fail loudly there
+        fixed["weight_decay_kind"] = args.weight_decay_kind
     return json.loads(json.dumps(fixed))
 
 

@@ -25,6 +25,7 @@ import keras
 import keras_tuner
 from keras_tuner.src.engine.tuner_utils import SaveBestEpoch  # not exported; the callback a trial's checkpoint comes from
 
+from models.regularizers import regularize_kernels
 from recipes import engine, finetune
 from recipes.tuning import space as search_space
 
@@ -41,21 +42,6 @@ def phase_epochs(head_epochs, finetune_epochs, initial_epoch=0, epochs=None):
     head = max(0, min(end, head_epochs) - initial_epoch)
     tuned = max(0, end - max(initial_epoch, head_epochs))
     return head, tuned
-
-
-def l2_on_kernels(model, factor):
-    """L2 on every kernel (backbone and head), the classic coupled alternative to AdamW's decay."""
-    regularizer = keras.regularizers.L2(factor)
-
-    def walk(layer):
-        yield layer
-        for inner in getattr(layer, "layers", []):
-            yield from walk(inner)
-
-    for layer in walk(model):
-        kernel = getattr(layer, "kernel", None)
-        if kernel is not None and hasattr(kernel, "regularizer"):
-            kernel.regularizer = regularizer
 
 
 class FineTuneHyperModel(keras_tuner.HyperModel):
@@ -98,7 +84,7 @@ class FineTuneHyperModel(keras_tuner.HyperModel):
         # One data pipeline per batch size for the whole search: the cached features are of its images.
         self._splits.setdefault(trial.batch_size, splits)
         if self.args.weight_decay_kind == "l2" and trial.weight_decay > 0:
-            l2_on_kernels(model, trial.weight_decay)
+            regularize_kernels(model, keras.regularizers.L2(trial.weight_decay))
         return model
 
     def features(self, model, splits, batch_size):
