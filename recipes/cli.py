@@ -35,6 +35,10 @@ class _OneLineParser(argparse.ArgumentParser):
     """argparse prints the whole usage block on error; we print one line instead."""
 
     def error(self, message):
+        if message.endswith("expected one argument"):
+            # argparse reads "--weight-decay -1e-4" as two options when the parser has
+            # options that look like negative numbers, and says only this.
+            message += " (a value starting with '-' is written --option=VALUE)"
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 

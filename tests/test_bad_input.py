@@ -143,6 +143,7 @@ CASES = [
     case("finetune --finetune-lr nan", "--finetune-lr", "positive", "nan"),
     case("finetune --dropout 1", "--dropout", "[0, 1)"),
     case("finetune --weight-decay=-1e-4", "--weight-decay", "0 or more"),   # "=": argparse reads -1e-4 as a flag
+    case("finetune --weight-decay -1e-4", "expected one argument", "--option=VALUE"),   # the fix for the above
     case("finetune --patience -1", "--patience", "0 or more"),
     case("finetune --image-size 0", "--image-size", "1 or more"),
     case("finetune --l2sp-alpha -1", "--l2sp-alpha", "0 or more"),
