@@ -103,7 +103,7 @@ def validate(args):
     check_search_options(args)
     args.space = search_space.parse(args)
     resolve_budget(args)
-    validate_recipe(args)
+    # The run folder before the recipe's checks: these need no TensorFlow, the backbone's do.
     if role != distributed.STANDALONE and args.name is None:
         raise UsageError(f"a distributed search ({role}) needs the same --name in every process")
     if role == distributed.WORKER:
@@ -112,6 +112,7 @@ def validate(args):
         check_new_distributed_search(args)
     else:
         check_run_name("tune", args.name, args.runs_dir, args.overwrite, resume=args.resume)
+    validate_recipe(args)
     args.name = args.name or default_run_name()
     if args.resume or role == distributed.WORKER:
         check_same_search(args)

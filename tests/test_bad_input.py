@@ -244,10 +244,10 @@ CASES = [
     case("tune --hyperband-factor 1", "--hyperband-factor", "2 or more"),
     case("tune --epochs 0 --finetune-epochs 0", "at least one epoch"),
     late("tune --backbone resnet9", "Unknown backbone", "resnet8"),
-    late("tune --resume", "--resume needs the --name"),
-    late("tune --resume --name never_started", "no run", "run without --resume"),
+    case("tune --resume", "--resume needs the --name"),
+    case("tune --resume --name never_started", "no run", "run without --resume"),
     late("tune --resume --name old", "--resume", "no search to continue", setup=existing_run("tune")),
-    late("tune --name old", "already exists", "--overwrite", setup=existing_run("tune")),
+    case("tune --name old", "already exists", "--overwrite", setup=existing_run("tune")),
 
     # ## list and study
     case("list", "required", "what"),
