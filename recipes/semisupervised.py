@@ -79,6 +79,7 @@ def semisupervised(args):
     from recipes.plots import plot_accuracy_vs_labels, plot_reconstructions
     from recipes.rundir import RunDir, run_config
 
+    strategy = engine.make_strategy(args.strategy)   # first: multi-worker needs it before any TensorFlow op
     engine.seed_everything(args.seed, args.deterministic)
     load = dict(image_size=args.image_size, channels=1, batch_size=args.batch_size, seed=args.seed,
                 data_dir=args.data_dir)
@@ -104,7 +105,7 @@ def semisupervised(args):
         autoencoding = engine.train(lambda: models.build_autoencoder(input_shape, **autoencoder_options),
                                     unlabelled, epochs=args.autoencoder_epochs,
                                     learning_rate=AUTOENCODER_LEARNING_RATE,
-                                    options=dataclasses.replace(training, task="reconstruction"),
+                                    options=dataclasses.replace(training, task="reconstruction"), strategy=strategy,
                                     checkpoint_dir=checkpoints / "autoencoder")
     autoencoder = autoencoding.model
     run_dir.save_model(autoencoder, "autoencoder.keras")
@@ -132,7 +133,8 @@ def semisupervised(args):
                     finetune_epochs=args.finetune_epochs + (0 if start == "autoencoder" else args.epochs),
                     learning_rate=args.lr,
                     finetune_learning_rate=args.finetune_lr if start == "autoencoder" else args.lr,
-                    batch_norm="train", options=training, checkpoint_dir=checkpoints / f"{budget}-labels-{start}")
+                    batch_norm="train", options=training, strategy=strategy,
+                    checkpoint_dir=checkpoints / f"{budget}-labels-{start}")
             results[budget][start] = result.accuracy
 
     table = results_table(results, everything)
