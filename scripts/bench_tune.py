@@ -1,10 +1,10 @@
 """Benchmark: `headstart tune` on cached features vs. through the frozen backbone, and Hyperband vs. random search.
 
-    python scripts/bench_tune.py [--trials 8] [--head-epochs 10] [--max-epochs 9] [--labels-per-class 5]
+    python scripts/bench_tune.py [--trials 8] [--head-epochs 10] [--max-epochs 9] [--labels-per-class 5] [--seed 0]
 
 In one run, on one task (digits 5-9 with --labels-per-class labelled images per class,
 --backbone pretrained on digits 0-4 by `headstart pretrain`, reused from --runs-dir/pretrain
-when it is there), every search through `recipes.tune`'s own code with seed 0:
+when it is there), every search through `recipes.tune`'s own code with the same --seed:
   (a) a head-only random search (`--finetune-epochs 0`: every trial trains a head on the
       frozen backbone) of --trials trials of --head-epochs epochs, twice: on the backbone's
       features computed once for the whole search (`--feature-cache`, the default) and
@@ -50,7 +50,7 @@ def pretrained_backbone(args):
 def run_search(folder, name, args, weights, **settings):
     """One `headstart tune` search; returns (trials.csv rows in the order they ran, wall seconds)."""
     options = options_for("tune", backbone=args.backbone, weights=weights, image_size=args.image_size,
-                          labels_per_class=args.labels_per_class, objective=OBJECTIVE, seed=0,
+                          labels_per_class=args.labels_per_class, objective=OBJECTIVE, seed=args.seed,
                           runs_dir=folder, name=name, **settings)
     tune.validate(options)
     started = time.perf_counter()
@@ -97,7 +97,7 @@ def tuner_comparison(folder, args, weights):
     head = max(1, args.max_epochs // 3)
     budget = dict(epochs=head, finetune_epochs=args.max_epochs - head)
     print(f"\n(b) Hyperband vs. random search, {args.max_epochs} epochs per trial at most "
-          f"({head} head + {args.max_epochs - head} fine-tuning), default search space, seed 0")
+          f"({head} head + {args.max_epochs - head} fine-tuning), default search space, seed {args.seed}")
     hyperband, hyperband_seconds = run_search(folder, "hyperband", args, weights, tuner="hyperband", **budget)
     hyperband_epochs = sum(row["epochs"] or 0 for row in hyperband)
     random_trials = max(1, round(hyperband_epochs / args.max_epochs))
@@ -126,6 +126,7 @@ def main():
     parser.add_argument("--trials", type=int, default=8, help="(a): trials per search")
     parser.add_argument("--head-epochs", type=int, default=10, help="(a): epochs per trial")
     parser.add_argument("--max-epochs", type=int, default=9, help="(b): epochs per trial at most (Hyperband's)")
+    parser.add_argument("--seed", type=int, default=0, help="of every search (the pretrained backbone's is 0)")
     parser.add_argument("--runs-dir", default="runs", help="where the pretrained backbone is cached")
     args = parser.parse_args()
     for name in ("trials", "head_epochs", "labels_per_class", "image_size"):
