@@ -26,17 +26,24 @@ SAFETY_TIMEOUT_SECONDS = 600
 WORKERS = ("tuner0", "tuner1")
 NAME = "shared"
 GRID = ("1e-3", "3e-3", "1e-2", "3e-2", "1e-1", "3e-1")
-MAX_TRIALS = 4      # fewer than the grid's 6 points: the oracle, not the grid, ends the search
+BUDGET = ["--weights", "none", "--image-size", "8", "--epochs", "1", "--patience", "10"]
+SEARCHES = {
+    # A grid over the head's learning rate only (every other dimension fixed), 1 + 1 epochs a
+    # trial; 4 trials of the grid's 6 points: the oracle, not the grid, ends the search.
+    "grid": (["--tuner", "grid", "--lr", "|".join(GRID), "--dropout", "0.1", "--weight-decay", "1e-4",
+              "--finetune-lr", "1e-3", "--finetune-epochs", "1", "--max-trials", "4"], 4),
+    # keras-tuner's default schedule at 1 + 2 epochs, factor 3: a bracket of three 1-epoch
+    # trials whose best is continued to epoch 3, and a bracket of two 3-epoch trials. The
+    # continued trial starts from a checkpoint that may have been written by the other worker.
+    "hyperband": (["--tuner", "hyperband", "--finetune-epochs", "2"], 6),
+}
 
 pytestmark = pytest.mark.slow
 
 
-def tune_command(runs_dir):
-    """A grid over the head's learning rate only (every other dimension fixed), 1 + 1 epochs at 8 px."""
-    return [sys.executable, "-m", "recipes", "tune", "--weights", "none", "--image-size", "8",
-            "--epochs", "1", "--finetune-epochs", "1", "--tuner", "grid", "--lr", "|".join(GRID),
-            "--dropout", "0.1", "--weight-decay", "1e-4", "--finetune-lr", "1e-3",
-            "--max-trials", str(MAX_TRIALS), "--name", NAME, "--runs-dir", str(runs_dir)]
+def tune_command(tuner, runs_dir):
+    return [sys.executable, "-m", "recipes", "tune", *BUDGET, *SEARCHES[tuner][0], "--name", NAME,
+            "--runs-dir", str(runs_dir)]
 
 
 def free_port():
@@ -126,15 +133,17 @@ def trials_printed(stdout):
     return [line.split(":")[0].split()[1] for line in stdout.splitlines() if line.startswith("trial ")]
 
 
-def test_chief_and_two_workers_share_a_grid_search_each_trial_once(tmp_path):
+@pytest.mark.parametrize("tuner", sorted(SEARCHES))
+def test_chief_and_two_workers_share_a_search_each_trial_once(tmp_path, tuner):
+    trials = SEARCHES[tuner][1]
     runs_dir = tmp_path / "runs"
-    stdout = run_chief_and_workers(tune_command(runs_dir), tmp_path)
+    stdout = run_chief_and_workers(tune_command(tuner, runs_dir), tmp_path)
 
     ran = {tuner_id: trials_printed(stdout[tuner_id]) for tuner_id in WORKERS}
     assert trials_printed(stdout["chief"]) == []                              # the chief serves, never trains
     assert all(ran[tuner_id] for tuner_id in WORKERS), ran                    # the work was shared
     everything = ran["tuner0"] + ran["tuner1"]
-    assert len(everything) == len(set(everything)) == MAX_TRIALS, ran          # each trial once, max_trials in all
+    assert len(everything) == len(set(everything)) == trials, ran             # each trial once, all of them
     for tuner_id in WORKERS:
         assert f"worker {tuner_id} done" in stdout[tuner_id]
 
@@ -142,18 +151,29 @@ def test_chief_and_two_workers_share_a_grid_search_each_trial_once(tmp_path):
     with open(run / "trials.csv", newline="") as file:
         rows = list(csv.DictReader(file))
     assert sorted(row["trial_id"] for row in rows) == sorted(everything)
-    assert [row["status"] for row in rows] == ["COMPLETED"] * MAX_TRIALS
+    assert [row["status"] for row in rows] == ["COMPLETED"] * trials
     # The results name the worker that printed each trial.
     assert {row["trial_id"]: row["tuner_id"] for row in rows} == {
         trial_id: tuner_id for tuner_id in WORKERS for trial_id in ran[tuner_id]}
-    # A grid point is never tried twice, and every point tried is on the grid.
-    learning_rates = [float(row["lr"]) for row in rows]
-    assert len(set(learning_rates)) == MAX_TRIALS and set(learning_rates) <= {float(lr) for lr in GRID}
-    assert all(int(row["epochs"]) == 2 for row in rows)
+    if tuner == "grid":
+        # A grid point is never tried twice, and every point tried is on the grid.
+        learning_rates = [float(row["lr"]) for row in rows]
+        assert len(set(learning_rates)) == trials and set(learning_rates) <= {float(lr) for lr in GRID}
+        assert all(int(row["epochs"]) == 2 for row in rows)
+    else:
+        # New values for every fresh trial; a continued one has its parent's values and ran
+        # only the epochs Hyperband asked for on top of the parent's.
+        searched = ("lr", "finetune_lr", "weight_decay", "dropout")
+        fresh = [row for row in rows if not row["tuner/trial_id"]]
+        assert len({tuple(row[name] for name in searched) for row in fresh}) == len(fresh) == trials - 1
+        [continued] = [row for row in rows if row["tuner/trial_id"]]
+        parent = next(row for row in rows if row["trial_id"] == continued["tuner/trial_id"])
+        assert [continued[name] for name in searched] == [parent[name] for name in searched]
+        assert int(continued["epochs"]) == int(continued["tuner/epochs"]) - int(continued["tuner/initial_epoch"])
 
     # The chief alone wrote the results, once every trial had ended.
     assert json.loads((run / "config.json").read_text())["role"] == "chief"
-    assert "4 trials completed, 0 failed" in stdout["chief"]
+    assert f"{trials} trials completed, 0 failed" in stdout["chief"]
     best = json.loads((run / "best_hyperparameters.json").read_text())
     best_row = next(row for row in rows if row["trial_id"] == best["trial_id"])
     assert best["objective"]["value"] == pytest.approx(max(float(row["val_accuracy"]) for row in rows))
