@@ -218,7 +218,8 @@ def check_same_search(args):
             else:
                 was, now = saved.get(key), current.get(key)
                 key = "--" + key.replace("_", "-")
-            raise UsageError(f"--resume: this search was started with {key} {was}, not {now}; pass the same "
+            who = "--resume: this search" if args.resume else "this worker joins a search that"
+            raise UsageError(f"{who} was started with {key} {was}, not {now}; pass the same "
                              "options, or start a new search under another --name")
 
 
