@@ -14,9 +14,7 @@ import keras
 import models
 from recipes import engine
 from recipes.checkpoint import TrainingCheckpoint
-from recipes.data import DataSplits
-
-NUM_CLASSES = 3
+from test_engine import NUM_CLASSES, _splits   # the same tiny learnable images
 HEAD_EPOCHS, FINETUNE_EPOCHS = 3, 3
 
 
@@ -34,21 +32,6 @@ class InterruptAt(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if epoch == self.epoch:
             raise Interrupted(f"interrupted at the start of epoch {epoch}")
-
-
-def _splits(seed=0, size=48):
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, NUM_CLASSES, size).astype("int32")
-    images = rng.random((size, 8, 8, 3)).astype("float32") * 0.3
-    for index, label in enumerate(labels):
-        images[index, :, label * 2:label * 2 + 3, :] += 0.7
-
-    def dataset(part):
-        return tf.data.Dataset.from_tensor_slices((images[part], labels[part])).batch(8)
-
-    return DataSplits(train=dataset(slice(0, 32)), val=dataset(slice(32, 48)), test=None,
-                      class_names=[str(c) for c in range(NUM_CLASSES)], input_shape=(8, 8, 3),
-                      num_examples={"train": 32, "val": 16, "test": 0}, spec=None)
 
 
 def _model():
