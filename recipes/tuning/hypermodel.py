@@ -21,11 +21,9 @@ import math
 import shutil
 import time
 
-import keras
 import keras_tuner
 from keras_tuner.src.engine.tuner_utils import SaveBestEpoch  # not exported; the callback a trial's checkpoint comes from
 
-from models.regularizers import regularize_kernels
 from recipes import engine, finetune
 from recipes.tuning import space as search_space
 
@@ -80,11 +78,10 @@ class FineTuneHyperModel(keras_tuner.HyperModel):
 
     def build(self, hp):
         trial = self.trial_args(search_space.declare(hp, self.space))
+        # finetune's own model: with --weight-decay-kind l2 it carries the trial's L2 on every kernel.
         model, splits, _ = finetune.model_and_data(trial, self.strategy)
         # One data pipeline per batch size for the whole search: the cached features are of its images.
         self._splits.setdefault(trial.batch_size, splits)
-        if self.args.weight_decay_kind == "l2" and trial.weight_decay > 0:
-            regularize_kernels(model, keras.regularizers.L2(trial.weight_decay))
         return model
 
     def features(self, model, splits, batch_size):
