@@ -207,7 +207,7 @@ def run_phases(build_model, data, phases, options=None, *, strategy="default", r
         else:
             # Callbacks are built when the phase starts: early stopping may have shortened the one before.
             steps = None
-            if epochs_of is not None:
+            if epochs_of is not None and run.epoch < first_epoch + phase.epochs:   # else: killed after its last epoch
                 train_data, steps = epochs_of(run.epoch, first_epoch + phase.epochs), steps_per_epoch(data)
             fit_model.fit(train_data, validation_data=val_data, initial_epoch=run.epoch, steps_per_epoch=steps,
                           epochs=first_epoch + phase.epochs, callbacks=[*callbacks, *phase_callbacks, recorder],

@@ -119,3 +119,31 @@ def test_nan_loss_stops_at_once_naming_epoch_and_step_and_keeps_the_checkpoint(t
     assert all(np.isfinite(weight).all() for weight in arrays["model"])
     assert raised.value.result.history[-1]["epoch"] == 1
     assert all(np.isfinite(weight.numpy()).all() for weight in raised.value.result.model.weights)
+
+
+class InterruptWhenPhaseEnds(keras.callbacks.Callback):
+    """Stands in for a kill after a phase's last epoch was saved, before the phase was closed."""
+
+    def on_train_end(self, logs=None):
+        raise Interrupted("interrupted as the head phase ended")
+
+
+def test_resumed_after_the_last_epoch_of_a_phase_on_loaded_data(tmp_path):
+    from recipes import data
+
+    def run(**overrides):
+        keras.utils.set_random_seed(1)
+        splits = data.load("digits", image_size=8, classes="target", labels_per_class=5, seed=0)
+        arguments = dict(head_epochs=2, finetune_epochs=2, learning_rate=1e-2, finetune_learning_rate=1e-3,
+                         options=engine.TrainingOptions(patience=10), checkpoint_dir=tmp_path / "checkpoint")
+        arguments.update(overrides)
+        return engine.fine_tune(lambda: models.build_resnet((8, 8, 3), 5, stage_blocks=(1,), stage_filters=(4,)),
+                                splits, **arguments)
+
+    with pytest.raises(Interrupted):
+        run(extra_callbacks=[InterruptWhenPhaseEnds()], finetune_epochs=0)   # the head phase only: one fit
+    state, _ = TrainingCheckpoint(tmp_path / "checkpoint").load()
+    assert (state["epoch"], state["phase_done"]) == (2, False)
+    resumed = run()
+    assert [(phase["name"], phase["epochs"]) for phase in resumed.phases] == [("head", 2), ("finetune", 2)]
+    assert [row["epoch"] for row in resumed.history] == [1, 2, 3, 4]

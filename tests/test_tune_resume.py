@@ -75,7 +75,8 @@ def test_a_search_killed_mid_trial_resumes_without_rerunning_completed_trials(tm
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
     final = trials(project)
-    assert all(state["status"] == "COMPLETED" for state in final.values())
+    assert all(state["status"] == "COMPLETED" for state in final.values()), \
+        {trial_id: (state["status"], state.get("message")) for trial_id, state in final.items()}
     started = starts(project)
     for trial_id in completed_before:
         assert started.count(trial_id) == 1, f"trial {trial_id} ran again"
