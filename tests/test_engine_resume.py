@@ -15,6 +15,7 @@ import models
 from recipes import engine
 from recipes.checkpoint import TrainingCheckpoint
 from test_engine import NUM_CLASSES, _splits   # the same tiny learnable images
+
 HEAD_EPOCHS, FINETUNE_EPOCHS = 3, 3
 
 
