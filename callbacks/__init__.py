@@ -1,24 +1,24 @@
 """Callbacks: what watches training.
 
-    from callbacks import EarlyStopping, GradientLogger, HistoryWriter
+    from headstart.callbacks import EarlyStopping, GradientLogger, HistoryWriter
 
 Names are imported on first use, so `import callbacks` (and the keras-free
-`callbacks.gradient_log` and `callbacks.atomic`) do not pull in TensorFlow.
+`headstart.callbacks.gradient_log` and `headstart.callbacks.atomic`) do not pull in TensorFlow.
 """
 
 import importlib
 
 _EXPORTS = {
-    "EarlyStopping": "callbacks.early_stopping",
-    "EpochTimer": "callbacks.epoch_timer",
-    "GradientLogger": "callbacks.gradient_logger",
-    "GradualUnfreezing": "callbacks.gradual_unfreezing",
-    "HistoryWriter": "callbacks.history_writer",
-    "atomic_write_bytes": "callbacks.atomic",
-    "atomic_write_text": "callbacks.atomic",
-    "plot_gradient_log": "callbacks.gradient_log",
-    "read_history": "callbacks.history_writer",
-    "read_gradient_log": "callbacks.gradient_log",
+    "EarlyStopping": "headstart.callbacks.early_stopping",
+    "EpochTimer": "headstart.callbacks.epoch_timer",
+    "GradientLogger": "headstart.callbacks.gradient_logger",
+    "GradualUnfreezing": "headstart.callbacks.gradual_unfreezing",
+    "HistoryWriter": "headstart.callbacks.history_writer",
+    "atomic_write_bytes": "headstart.callbacks.atomic",
+    "atomic_write_text": "headstart.callbacks.atomic",
+    "plot_gradient_log": "headstart.callbacks.gradient_log",
+    "read_history": "headstart.callbacks.history_writer",
+    "read_gradient_log": "headstart.callbacks.gradient_log",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -26,7 +26,7 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name):
     if name not in _EXPORTS:
-        raise AttributeError(f"module 'callbacks' has no attribute {name!r}")
+        raise AttributeError(f"module 'headstart.callbacks' has no attribute {name!r}")
     return getattr(importlib.import_module(_EXPORTS[name]), name)
 
 

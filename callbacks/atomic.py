@@ -4,7 +4,7 @@ A run can be interrupted at any moment (Ctrl-C, a killed job, a full disk); file
 rewritten while it runs (history, metrics, configs) go through these helpers so that an
 interruption leaves the previous complete version in place.
 
-    from callbacks.atomic import atomic_write_text
+    from headstart.callbacks.atomic import atomic_write_text
     atomic_write_text("runs/cifar/history.csv", "epoch,loss\n0,1.25\n")
 """
 

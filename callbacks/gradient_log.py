@@ -12,7 +12,7 @@ change the optimizer applied (weights after minus weights before the step) and
 
 This module does not import Keras or TensorFlow, so plotting a log takes a second:
 
-    from callbacks.gradient_log import plot_gradient_log
+    from headstart.callbacks.gradient_log import plot_gradient_log
     plot_gradient_log("runs/cifar/gradients.csv", "runs/cifar/gradients.png")
 """
 

@@ -8,7 +8,7 @@ import warnings
 import keras
 import tensorflow as tf
 
-from callbacks.gradient_log import COLUMNS, last_logged_step, summarize_layers, update_ratio
+from headstart.callbacks.gradient_log import COLUMNS, last_logged_step, summarize_layers, update_ratio
 
 # From scripts/bench_gradient_logger.py (BENCHMARKS.md): one logged step costs 0.5-5 ms (idle to
 # heavily loaded), 0.6-5% of a resnet8 step on 2 CPU cores; one in 50 stays under 1% even with
@@ -32,7 +32,7 @@ class GradientLogger(keras.callbacks.Callback):
     weights before the step, and the norm of the update actually applied
     (weights after - weights before, so momentum, Adam's scaling, clipping and weight decay
     are all included). Layer values combine a layer's variables (see
-    `callbacks.gradient_log.summarize_layers`).
+    `headstart.callbacks.gradient_log.summarize_layers`).
 
     A layer whose gradient norm is above `exploding_threshold` or not finite is flagged as
     exploding at once; one whose gradient norm stays below `vanishing_threshold` on two
@@ -44,7 +44,7 @@ class GradientLogger(keras.callbacks.Callback):
 
     Outputs:
         - `log_dir/filename`: CSV, one row per variable per logged step (columns in
-          `callbacks.gradient_log.COLUMNS`), appended to and flushed as records arrive. When
+          `headstart.callbacks.gradient_log.COLUMNS`), appended to and flushed as records arrive. When
           the file already holds rows (a second `fit` phase, a resumed run), steps continue
           after its last step.
         - `tensorboard_dir`: scalars `grad_norm/<layer>`, `weight_norm/<layer>` and

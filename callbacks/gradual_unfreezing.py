@@ -8,7 +8,7 @@ per epoch up to its full rate (the head's, or its layer-decay multiplier).
 Why multipliers and not `layer.trainable`: Keras only sees a change of `trainable` after a
 recompile, which cannot happen inside `fit`, would retrace the train step, and would
 rebuild the optimizer's state. Here every block to be unfrozen is trainable from the
-start and compiled once with `models.layer_rates.with_layer_rates`; a "frozen" block has
+start and compiled once with `headstart.models.layer_rates.with_layer_rates`; a "frozen" block has
 multiplier 0, so it neither steps nor decays (its gradients are still computed: the price
 of no recompile). Batch-norm layers keep their policy: with the engine's `"frozen"` policy
 they are non-trainable and stay in inference mode throughout. With `"train"`, those of
@@ -20,7 +20,7 @@ resumed by `keras.callbacks.BackupAndRestore` continues with the right blocks un
 
 import keras
 
-from models.layer_rates import HEAD, LayerRateOptimizer
+from headstart.models.layer_rates import HEAD, LayerRateOptimizer
 
 
 class GradualUnfreezing(keras.callbacks.Callback):
@@ -98,7 +98,7 @@ class GradualUnfreezing(keras.callbacks.Callback):
         optimizer = self.model.optimizer
         if not isinstance(optimizer, LayerRateOptimizer):
             raise ValueError("GradualUnfreezing sets layer-group multipliers: compile the model with "
-                             "`models.layer_rates.with_layer_rates(optimizer, model)`. "
+                             "`headstart.models.layer_rates.with_layer_rates(optimizer, model)`. "
                              f"Received: optimizer={type(optimizer).__name__}")
         self._optimizer = optimizer
         if self.blocks is None:

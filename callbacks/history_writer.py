@@ -8,7 +8,7 @@ import os
 
 import keras
 
-from callbacks.atomic import atomic_write_text
+from headstart.callbacks.atomic import atomic_write_text
 
 FORMATS = (".csv", ".json")
 
@@ -18,7 +18,7 @@ class HistoryWriter(keras.callbacks.Callback):
 
     One row per epoch: `epoch` (counted from 0, as in `history.epoch`) followed by every key
     of the epoch logs (loss, metrics, validation metrics). The whole file is rewritten each
-    epoch through `callbacks.atomic.atomic_write_text`, so an interrupted run leaves the
+    epoch through `headstart.callbacks.atomic.atomic_write_text`, so an interrupted run leaves the
     last complete history, never a half-written file. Keys that appear in later rows only
     (a second `fit` phase with more metrics) are added as columns; missing cells are empty
     in CSV and `null` in JSON.

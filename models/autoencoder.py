@@ -2,7 +2,7 @@
 
 The autoencoder is `inputs -> encoder -> decoder -> reconstruction`, with the two
 parts nested by name: `autoencoder.get_layer("encoder")` is the feature extractor that
-`models.attach_head(encoder, num_classes)` turns into a classifier (semi-supervised
+`headstart.models.attach_head(encoder, num_classes)` turns into a classifier (semi-supervised
 learning: pretrain on all images without labels, then fine-tune on a few labels).
 """
 
@@ -11,9 +11,9 @@ import math
 import keras
 from keras import layers
 
-from models.activations import activation_layer, check_activation
-from models.blocks import conv_unit, dense_unit, fresh, resolve_weights_options
-from models.validation import (check_choice, check_dropout, check_input_shape, check_positive_int,
+from headstart.models.activations import activation_layer, check_activation
+from headstart.models.blocks import conv_unit, dense_unit, fresh, resolve_weights_options
+from headstart.models.validation import (check_choice, check_dropout, check_input_shape, check_positive_int,
                                check_positive_ints)
 
 KINDS = ("dense", "conv")
@@ -36,7 +36,7 @@ def build_autoencoder(input_shape=(32, 32, 1), *, kind="conv", latent_dim=32, hi
             decoder). Defaults to `(128,)`.
         filters: channels of each stride-2 stage of a `"conv"` encoder (mirrored in the
             decoder). Defaults to `(16, 32)`.
-        activation: one of `models.activations.ACTIVATIONS`. Defaults to `"relu"`.
+        activation: one of `headstart.models.activations.ACTIVATIONS`. Defaults to `"relu"`.
         dropout: dropout rate after each hidden dense layer. Defaults to `0.0`.
         batch_norm: batch norm after each hidden layer. Defaults to `False`.
         output_activation: `"sigmoid"` for inputs scaled to [0, 1], `"linear"` otherwise.

@@ -3,19 +3,19 @@
 A backbone is a Keras model named `"backbone"` that maps images to features: a feature
 map (`include_top=False`, no pooling) for the `keras.applications` families and the
 project's ResNets and CNN, a feature vector for an autoencoder's encoder. The head comes
-from `models.heads`, so every classifier is `inputs -> backbone -> head`.
+from `headstart.models.heads`, so every classifier is `inputs -> backbone -> head`.
 
-    from models import backbones
+    from headstart.models import backbones
     backbones.check_backbone_options("mobilenet_v2", 160, "imagenet")   # cheap: before any build
     model = backbones.build_classifier("mobilenet_v2", num_classes=5, image_size=160, weights="imagenet")
     images = backbones.get_spec("mobilenet_v2").preprocess(images_0_to_255)
 
 Names: `keras.applications` models keep Keras' names in lower case with underscores
 (`mobilenet_v2`, `efficientnet_b0`, `efficientnet_v2_s`, `resnet50_v2`, `convnext_tiny`);
-the project's own keep their `models.registry` names (`resnet8`, `resnet20`, `cnn`,
+the project's own keep their `headstart.models.registry` names (`resnet8`, `resnet20`, `cnn`,
 `autoencoder_conv`). Where both have a name, `resnet50`, Keras' ImageNet ResNet-50 wins
 and the project's own ResNet-50 preset is not offered as a backbone (it stays available
-as `models.create_model("resnet50")`).
+as `headstart.models.create_model("resnet50")`).
 
 Weights: `None` (random), `"imagenet"` (downloaded once by Keras into
 `$KERAS_HOME/models`, `~/.keras/models` by default; offline and not cached, this fails at
@@ -34,10 +34,10 @@ from typing import Callable
 import keras
 import numpy as np
 
-from models.heads import attach_head
-from models.registry import create_model
-from models.resnet import PRESETS
-from recipes.errors import UsageError
+from headstart.models.heads import attach_head
+from headstart.models.registry import create_model
+from headstart.models.resnet import PRESETS
+from headstart.recipes.errors import UsageError
 
 IMAGENET = "imagenet"
 MODEL_FILE_SUFFIXES = (".keras",)
@@ -282,7 +282,7 @@ def _check_imagenet_available(spec, image_size):
     file_name = spec.imagenet_file_for(image_size)
     if (weights_cache_dir() / file_name).is_file():
         return
-    from recipes import network   # looked up at call time, so tests can fake the answer
+    from headstart.recipes import network   # looked up at call time, so tests can fake the answer
 
     if not network.is_online():
         raise UsageError(_imagenet_unavailable_message(spec, image_size, "no network"))
@@ -339,7 +339,7 @@ def build_backbone(name, image_size, weights=None, channels=3):
 
 
 def build_classifier(name, num_classes, image_size, weights=None, channels=3, **head_options):
-    """`inputs -> backbone -> head`: `build_backbone` plus a new `models.heads.build_head` head.
+    """`inputs -> backbone -> head`: `build_backbone` plus a new `headstart.models.heads.build_head` head.
 
     Args:
         name: a name from `list_backbones()`; also the classifier's name.
@@ -431,7 +431,7 @@ def _is_legacy_model_file(path):
 
 
 def _load_model(path):
-    import models   # noqa: F401  registers the project's layers, initializers and regularizers
+    from headstart import models   # noqa: F401  registers the project's layers, initializers and regularizers
 
     try:
         with warnings.catch_warnings():

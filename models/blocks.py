@@ -2,8 +2,8 @@
 
 from keras import layers
 
-from models import initializers, regularizers
-from models.activations import activation_layer
+from headstart.models import initializers, regularizers
+from headstart.models.activations import activation_layer
 
 
 # Keras' default batch-norm momentum (0.99) makes the moving statistics lag the weights

@@ -4,10 +4,10 @@ import keras
 
 from keras import layers
 
-from models.activations import check_activation
-from models.blocks import conv_unit, resolve_weights_options
-from models.heads import POOLINGS, assemble, build_head
-from models.validation import (check_choice, check_dropout, check_input_shape, check_num_classes,
+from headstart.models.activations import check_activation
+from headstart.models.blocks import conv_unit, resolve_weights_options
+from headstart.models.heads import POOLINGS, assemble, build_head
+from headstart.models.validation import (check_choice, check_dropout, check_input_shape, check_num_classes,
                                check_positive_int, check_positive_ints)
 
 BLOCK_POOLINGS = ("max", "avg")
@@ -29,7 +29,7 @@ def build_cnn(input_shape=(32, 32, 3), num_classes=10, *, filters=(32, 64, 128),
         filters: output channels of each block. Defaults to `(32, 64, 128)`.
         convs_per_block: convolutions before each pooling. Defaults to `1`.
         kernel_size: convolution kernel size. Defaults to `3`.
-        activation: one of `models.activations.ACTIVATIONS`. Defaults to `"relu"`.
+        activation: one of `headstart.models.activations.ACTIVATIONS`. Defaults to `"relu"`.
         dropout: dropout rate in the head, before the logits. Defaults to `0.0`.
         batch_norm: batch norm after each convolution. Defaults to `True`.
         pooling: pooling inside the backbone, `"max"` or `"avg"`. Defaults to `"max"`.

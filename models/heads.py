@@ -10,9 +10,9 @@ features because it is a model of its own.
 import keras
 from keras import layers
 
-from models.activations import check_activation
-from models.blocks import dense_unit, resolve_weights_options
-from models.validation import check_choice, check_dropout, check_num_classes, check_positive_ints
+from headstart.models.activations import check_activation
+from headstart.models.blocks import dense_unit, resolve_weights_options
+from headstart.models.validation import check_choice, check_dropout, check_num_classes, check_positive_ints
 
 POOLINGS = ("avg", "max", "flatten")
 
@@ -32,7 +32,7 @@ def build_head(feature_shape, num_classes, *, pooling="avg", hidden_units=(), dr
         dropout: dropout rate before each dense layer, logits included. Defaults to `0.0`.
         activation: activation of the hidden dense layers. Defaults to `"relu"`.
         batch_norm: batch norm after each hidden dense layer. Defaults to `False`.
-        kernel_initializer: initializer name or instance (see `models.initializers.get`);
+        kernel_initializer: initializer name or instance (see `headstart.models.initializers.get`);
             the logits layer is always Glorot-uniform (Keras' default, linear output).
             Defaults to `"auto"`.
         kernel_regularizer: regularizer name or instance for every kernel of the head.

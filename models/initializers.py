@@ -17,7 +17,7 @@ import numbers
 
 import keras
 
-from models.activations import LEAKY_RELU_SLOPE, check_activation
+from headstart.models.activations import LEAKY_RELU_SLOPE, check_activation
 
 MODES = ("fan_in", "fan_out", "fan_avg")
 DISTRIBUTIONS = ("normal", "truncated_normal", "uniform")
@@ -49,7 +49,7 @@ def calculate_gain(activation, negative_slope=LEAKY_RELU_SLOPE):
     for He-style initialisation of SELU layers.
 
     Args:
-        activation: One of `models.activations.ACTIVATIONS`.
+        activation: One of `headstart.models.activations.ACTIVATIONS`.
         negative_slope: Slope of `leaky_relu` for negative inputs; ignored by the other
             activations. Defaults to `LEAKY_RELU_SLOPE` (0.2, Keras' own default).
 
@@ -150,7 +150,7 @@ class VarianceScaling(_SeededInitializer):
         distribution: One of `"normal"`, `"truncated_normal"`, `"uniform"`. Defaults to
             `"truncated_normal"`.
         activation: The activation after the layer, one of
-            `models.activations.ACTIVATIONS`, or `None`. Defaults to `None`.
+            `headstart.models.activations.ACTIVATIONS`, or `None`. Defaults to `None`.
         negative_slope: The leaky ReLU slope used for its gain. Defaults to
             `LEAKY_RELU_SLOPE`.
         seed: An integer or a `keras.random.SeedGenerator`. Defaults to `None`.
@@ -360,7 +360,7 @@ def auto(activation=None):
       its inputs, which Glorot's derivation (a unit-slope activation) leaves out.
 
     Args:
-        activation: One of `models.activations.ACTIVATIONS`, or `None`. Defaults to `None`.
+        activation: One of `headstart.models.activations.ACTIVATIONS`, or `None`. Defaults to `None`.
 
     Returns:
         A new `VarianceScaling`.
@@ -389,7 +389,7 @@ def get(identifier, activation=None):
         identifier: `None`, a name in `NAMES`, a dict from `keras.initializers.serialize`,
             or a `keras.initializers.Initializer`, returned as is.
         activation: The activation after the layer, one of
-            `models.activations.ACTIVATIONS`, or `None`. Defaults to `None`.
+            `headstart.models.activations.ACTIVATIONS`, or `None`. Defaults to `None`.
 
     Returns:
         A `keras.initializers.Initializer`.

@@ -6,7 +6,7 @@
 
 A model `inputs -> backbone -> head` splits into groups, bottom to top: `"stem"` (backbone
 layers before its first block, if any), the backbone's blocks in order (the names of
-`models.freezing.block_names`: `stage1`, `block5`, `conv4`, ...; a layer with no block name
+`headstart.models.freezing.block_names`: `stage1`, `block5`, `conv4`, ...; a layer with no block name
 joins the block before it) and `"head"`. Layer-wise decay (timm's `layer_decay`) gives the
 head 1 and each group below `decay` times the one above; explicit `groups` (`{"block5": 0.1,
 "head": 1.0}`, `"backbone"` for every backbone group) set or override multipliers; a group
@@ -22,7 +22,7 @@ How the step is scaled, and why this way:
 - Decoupled weight decay (`weight_decay`, AdamW's) is `variable -= variable * wd * lr` with
   the optimizer's global rate. Here it uses the group's rate, as PyTorch/timm parameter
   groups do (their decay is `lr_group * wd`): a group at multiplier 0 (a block not yet
-  unfrozen by `callbacks.GradualUnfreezing`) neither moves nor shrinks.
+  unfrozen by `headstart.callbacks.GradualUnfreezing`) neither moves nor shrinks.
 - The multipliers live in non-trainable variables, one per group, so they change between
   epochs (or batches) without retracing or recompiling: gradual unfreezing is setting them.
   They are optimizer variables, so checkpoints (`BackupAndRestore`, `.keras`) carry their
@@ -39,7 +39,7 @@ import math
 import keras
 from keras import ops
 
-from models.freezing import _BLOCK, _is_automatic_name
+from headstart.models.freezing import _BLOCK, _is_automatic_name
 
 STEM = "stem"
 HEAD = "head"

@@ -3,10 +3,10 @@
 import keras
 from keras import layers
 
-from models.activations import check_activation
-from models.blocks import dense_unit, resolve_weights_options
-from models.heads import assemble, build_head
-from models.validation import check_dropout, check_input_shape, check_num_classes, check_positive_ints
+from headstart.models.activations import check_activation
+from headstart.models.blocks import dense_unit, resolve_weights_options
+from headstart.models.heads import assemble, build_head
+from headstart.models.validation import check_dropout, check_input_shape, check_num_classes, check_positive_ints
 
 
 def build_mlp(input_shape=(64,), num_classes=10, *, hidden_units=(128, 64), activation="relu",
@@ -21,7 +21,7 @@ def build_mlp(input_shape=(64,), num_classes=10, *, hidden_units=(128, 64), acti
             (the 8x8 digits, flattened).
         num_classes: number of classes; 1 gives a single binary logit. Defaults to `10`.
         hidden_units: width of each hidden layer, input to output. Defaults to `(128, 64)`.
-        activation: hidden activation, one of `models.activations.ACTIVATIONS`.
+        activation: hidden activation, one of `headstart.models.activations.ACTIVATIONS`.
             Defaults to `"relu"`.
         dropout: dropout rate after each hidden layer. Defaults to `0.0`.
         batch_norm: batch norm between each dense layer and its activation.
@@ -29,7 +29,7 @@ def build_mlp(input_shape=(64,), num_classes=10, *, hidden_units=(128, 64), acti
         residual: add each hidden layer's input to its output where the widths match (the
             fix for vanishing gradients in deep stacks). Defaults to `False`.
         kernel_initializer: initializer name or instance; `"auto"` picks the variance
-            scaling that suits `activation` (see `models.initializers.get`).
+            scaling that suits `activation` (see `headstart.models.initializers.get`).
             Defaults to `"auto"`.
         kernel_regularizer: regularizer name or instance for every kernel. Defaults to `None`.
         name: the model's name. Defaults to `"mlp"`.

@@ -4,10 +4,10 @@ Each entry only sets arguments for one shared builder (timm's registry pattern),
 name is a documented starting point and any argument can be overridden.
 """
 
-from models.autoencoder import build_autoencoder
-from models.cnn import build_cnn
-from models.mlp import build_mlp
-from models.resnet import PRESETS, build_resnet
+from headstart.models.autoencoder import build_autoencoder
+from headstart.models.cnn import build_cnn
+from headstart.models.mlp import build_mlp
+from headstart.models.resnet import PRESETS, build_resnet
 
 # name -> (builder, default arguments, one-line description)
 _REGISTRY = {

@@ -7,10 +7,10 @@ unfreeze "from stage3" by name.
 import keras
 from keras import layers
 
-from models.activations import activation_layer, check_activation
-from models.blocks import conv_unit, resolve_weights_options
-from models.heads import assemble, build_head
-from models.validation import (check_choice, check_dropout, check_input_shape, check_num_classes,
+from headstart.models.activations import activation_layer, check_activation
+from headstart.models.blocks import conv_unit, resolve_weights_options
+from headstart.models.heads import assemble, build_head
+from headstart.models.validation import (check_choice, check_dropout, check_input_shape, check_num_classes,
                                check_positive_int, check_positive_ints)
 
 BLOCKS = ("basic", "bottleneck")
@@ -104,7 +104,7 @@ def build_resnet(input_shape=(32, 32, 3), num_classes=10, *, depth=None, block="
         zero_init_residual: start each residual branch's last batch-norm gamma at zero,
             so every block starts as the identity. Ignored without batch norm.
             Defaults to `True`.
-        activation: one of `models.activations.ACTIVATIONS`. Defaults to `"relu"`.
+        activation: one of `headstart.models.activations.ACTIVATIONS`. Defaults to `"relu"`.
         dropout: dropout rate in the head, before the logits. Defaults to `0.0`.
         batch_norm: batch norm after each convolution. Defaults to `True`.
         kernel_initializer: initializer name or instance. Defaults to `"auto"`.

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from callbacks.atomic import atomic_write_text
+from headstart.callbacks.atomic import atomic_write_text
 
 LATEST = "latest"
 ARRAY_GROUPS = ("model", "seeds", "optimizer", "phase_best", "run_best")

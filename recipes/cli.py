@@ -1,4 +1,4 @@
-"""The one command-line mechanism: `headstart VERB ...` (and `python -m recipes VERB ...`).
+"""The one command-line mechanism: `headstart VERB ...` (and `python -m headstart VERB ...`).
 
 Each verb is a module in `recipes/` with three things at its top level:
 `add_arguments(parser)`, `run(args) -> int` and a docstring whose first line is the
@@ -14,17 +14,17 @@ import argparse
 import importlib
 import sys
 
-from recipes.errors import TrainingDiverged, UsageError
+from headstart.recipes.errors import TrainingDiverged, UsageError
 
 # Verb name -> module. The order is the order of `headstart --help`.
 VERBS = {
-    "finetune": "recipes.finetune",
-    "pretrain": "recipes.pretrain",
-    "lr-find": "recipes.lr_find",
-    "tune": "recipes.tune",
-    "semisupervised": "recipes.semisupervised",
-    "list": "recipes.list_cmd",
-    "study": "recipes.study",
+    "finetune": "headstart.recipes.finetune",
+    "pretrain": "headstart.recipes.pretrain",
+    "lr-find": "headstart.recipes.lr_find",
+    "tune": "headstart.recipes.tune",
+    "semisupervised": "headstart.recipes.semisupervised",
+    "list": "headstart.recipes.list_cmd",
+    "study": "headstart.recipes.study",
 }
 
 USAGE_EXIT_STATUS = 2

@@ -2,7 +2,7 @@
 
 Every worker runs the same program; `tf.distribute.MultiWorkerMirroredStrategy` reads
 `TF_CONFIG` to join the others, and the chief alone writes the run's files (see
-`recipes.rundir`). `cluster_role` is plain Python, so options can be checked before
+`headstart.recipes.rundir`). `cluster_role` is plain Python, so options can be checked before
 TensorFlow loads; the rest imports TensorFlow when called.
 """
 
@@ -11,7 +11,7 @@ import json
 import os
 from typing import NamedTuple
 
-from recipes.errors import UsageError
+from headstart.recipes.errors import UsageError
 
 
 class ClusterRole(NamedTuple):

@@ -16,12 +16,12 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from callbacks import EarlyStopping, GradientLogger, GradualUnfreezing, HistoryWriter
-from models.freezing import freeze, unfreeze
-from models.layer_rates import with_layer_rates
-from recipes import distribution
-from recipes.checkpoint import TrainingCheckpoint, optimizer_variables
-from recipes.errors import TrainingDiverged
+from headstart.callbacks import EarlyStopping, GradientLogger, GradualUnfreezing, HistoryWriter
+from headstart.models.freezing import freeze, unfreeze
+from headstart.models.layer_rates import with_layer_rates
+from headstart.recipes import distribution
+from headstart.recipes.checkpoint import TrainingCheckpoint, optimizer_variables
+from headstart.recipes.errors import TrainingDiverged
 
 # AdamW decays every variable it updates unless told otherwise; biases and batch-norm
 # scales/offsets are conventionally excluded (decaying them only hurts).
@@ -58,7 +58,7 @@ def compile_model(model, *, learning_rate, weight_decay=0.0, num_classes=None, t
     `"classification"`: cross-entropy on logits and accuracy (binary when the model has
     one output). `"reconstruction"` (autoencoders): mean squared error. `layer_rates`
     (`{"decay": ..., "groups": ...}`) gives each layer group its own multiple of the rate
-    (see `models.layer_rates`).
+    (see `headstart.models.layer_rates`).
     """
     num_classes = num_classes or model.output_shape[-1]
     optimizer = keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
@@ -134,7 +134,7 @@ def run_phases(build_model, data, phases, options=None, *, strategy="default", r
     made earlier and shared (a tuner search computes it once for all its trials).
 
     `checkpoint_dir`: save the whole training state there after every epoch (see
-    `recipes.checkpoint`); when it already holds a checkpoint, continue from it: finished
+    `headstart.recipes.checkpoint`); when it already holds a checkpoint, continue from it: finished
     phases are skipped, the interrupted phase goes on from its last completed epoch with
     its layers frozen as they were, its optimizer state and its early-stopping counters.
 
@@ -417,7 +417,7 @@ class FeatureCache:
 
     @staticmethod
     def _epochs(features, count, spec):
-        from recipes.data.pipeline import concatenated, epoch_seed
+        from headstart.recipes.data.pipeline import concatenated, epoch_seed
 
         def epoch(number):
             return features.shuffle(count, seed=epoch_seed(spec.seed, number),
@@ -469,7 +469,7 @@ def fine_tune(build_model, data, *, head_epochs, finetune_epochs, learning_rate,
     Args:
         build_model: zero-argument callable returning a model with `backbone` and `head`
             sub-models (built inside the distribution strategy's scope).
-        data: a `recipes.data.DataSplits`.
+        data: a `headstart.recipes.data.DataSplits`.
         head_epochs: epochs of phase 1 (backbone frozen).
         finetune_epochs: epochs of phase 2; 0 stops after phase 1.
         learning_rate: phase 1 learning rate.
@@ -484,7 +484,7 @@ def fine_tune(build_model, data, *, head_epochs, finetune_epochs, learning_rate,
             Defaults to `None`.
         gradual_unfreeze: phase 2: unfreeze the backbone's blocks from the top, one every
             this many epochs (an int), or at these epochs of the phase (a list); see
-            `callbacks.GradualUnfreezing`. Defaults to `None` (all at once).
+            `headstart.callbacks.GradualUnfreezing`. Defaults to `None` (all at once).
         options: `TrainingOptions`.
     """
     def head_and_backbone(model):

@@ -8,7 +8,7 @@ class UsageError(ValueError):
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite: the CLI prints the message as one line, exit 1.
 
-    Raised by the engine (`recipes.engine.diverged`) with `result` (the training so far,
+    Raised by the engine (`headstart.recipes.engine.diverged`) with `result` (the training so far,
     its model back at the best weights seen) for the recipe to save before it exits.
     """
 

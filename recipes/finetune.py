@@ -14,8 +14,8 @@ history.png, tensorboard/ (and scratch/ when comparing with training from scratc
 
 import argparse
 
-from recipes import layer_rate_options, options, resume
-from recipes.errors import UsageError
+from headstart.recipes import layer_rate_options, options, resume
+from headstart.recipes.errors import UsageError
 
 # ## Defaults: the offline transfer demo (digits 0-4 -> digits 5-9, few labels).
 BACKBONE = "resnet8"
@@ -83,7 +83,7 @@ def validate(args, recipe="finetune"):
 
     Fills in resolved values (the image size, head units, the scratch comparison).
     """
-    from recipes import data
+    from headstart.recipes import data
 
     if getattr(args, "from_tuning", None):
         take_tuned_options(args)
@@ -109,7 +109,7 @@ def validate(args, recipe="finetune"):
     data.check_source(args.data, data_dir=args.data_dir, classes=args.classes, batch_size=args.batch_size,
                       labels_per_class=args.labels_per_class, augment=args.augment,
                       image_size=args.image_size or data.IMAGE_SIZE, seed=args.seed)
-    from models import backbones   # imports Keras, so TensorFlow: only once the cheap checks passed
+    from headstart.models import backbones   # imports Keras, so TensorFlow: only once the cheap checks passed
 
     spec = backbones.get_spec(args.backbone)
     args.image_size = args.image_size or spec.default_size
@@ -133,7 +133,7 @@ def take_tuned_options(args):
     import json
     from pathlib import Path
 
-    from recipes.cli import options_for
+    from headstart.recipes.cli import options_for
 
     path = Path(args.from_tuning) / "best_hyperparameters.json"
     if not path.is_file():
@@ -162,8 +162,8 @@ def check_unfreeze_name(args):
 
     Layer names do not depend on the input size, so the smallest build will do.
     """
-    from models import backbones, freezing
-    from recipes import engine
+    from headstart.models import backbones, freezing
+    from headstart.recipes import engine
 
     engine.make_strategy(args.strategy)  # before building anything: multi-worker must come first
     backbone = backbones.build_backbone(args.backbone, backbones.get_spec(args.backbone).min_size, weights=None)
@@ -175,9 +175,9 @@ def check_unfreeze_name(args):
 
 def pretrained_digits_backbone(args):
     """The cached `headstart pretrain` run for this backbone and size, made first if missing."""
-    from recipes import pretrain
-    from recipes.cli import options_for
-    from recipes.rundir import run_path
+    from headstart.recipes import pretrain
+    from headstart.recipes.cli import options_for
+    from headstart.recipes.rundir import run_path
 
     name = f"{args.backbone}-digits-source-{args.image_size}px-{args.pretrain_epochs}ep-seed{args.seed}"
     path = run_path("pretrain", name, args.runs_dir) / "best.keras"
@@ -210,9 +210,9 @@ def model_and_data(args, strategy=None):
 
     import keras
 
-    from models import backbones
-    from models.regularizers import regularize_towards_pretrained
-    from recipes import data, engine
+    from headstart.models import backbones
+    from headstart.models.regularizers import regularize_towards_pretrained
+    from headstart.recipes import data, engine
 
     weights = {"none": None, "digits-source": None}.get(args.weights, args.weights)
     if args.weights == "digits-source":
@@ -235,7 +235,7 @@ def weight_decay_as_l2(model, args):
     """`--weight-decay-kind l2`: the decay as an L2 penalty on every kernel (AdamW then gets none)."""
     import keras
 
-    from models.regularizers import regularize_kernels
+    from headstart.models.regularizers import regularize_kernels
 
     if args.weight_decay_kind == "l2" and args.weight_decay > 0:
         regularize_kernels(model, keras.regularizers.L2(args.weight_decay))
@@ -245,10 +245,10 @@ def finetune(args):
     """Run the recipe on validated `args`; returns (run_dir, results) with results by method."""
     import keras
 
-    from models import backbones
-    from recipes import engine
-    from recipes.checkpoint import TrainingCheckpoint
-    from recipes.rundir import RunDir, run_config, write_training_outputs
+    from headstart.models import backbones
+    from headstart.recipes import engine
+    from headstart.recipes.checkpoint import TrainingCheckpoint
+    from headstart.recipes.rundir import RunDir, run_config, write_training_outputs
 
     strategy = engine.make_strategy(args.strategy)
     model, splits, weights = model_and_data(args, strategy)

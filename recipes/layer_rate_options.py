@@ -12,7 +12,7 @@ any data is read or weights loaded.
 
 import math
 
-from recipes.errors import UsageError
+from headstart.recipes.errors import UsageError
 
 OPTIONS = ("--layer-decay", "--lr-groups", "--gradual-unfreeze")
 
@@ -119,7 +119,7 @@ def validate(args):
         return
     names, depth_groups = backbone_groups_for(args.backbone, getattr(args, "unfreeze", "all"))
     if args.lr_groups is not None:
-        from models import layer_rates
+        from headstart.models import layer_rates
 
         try:
             layer_rates.check_groups(args.lr_groups, names)
@@ -136,7 +136,7 @@ def backbone_groups_for(backbone_name, unfreeze="all"):
 
     Group names do not depend on the input size, so the smallest bare backbone will do.
     """
-    from models import backbones, freezing, layer_rates
+    from headstart.models import backbones, freezing, layer_rates
 
     backbone = backbones.build_backbone(backbone_name, backbones.get_spec(backbone_name).min_size, weights=None)
     groups = layer_rates.backbone_groups(backbone)

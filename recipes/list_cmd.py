@@ -14,19 +14,19 @@ def add_arguments(parser):
 
 def run(args):
     if args.what == "models":
-        import models
+        from headstart import models
 
         for name in models.list_models():
             print(f"{name:<20} {models.describe_model(name)}")
     elif args.what == "backbones":
-        from models import backbones
+        from headstart.models import backbones
 
         print(f"{'name':<22} {'family':<20} {'min px':>6} {'default px':>10}")
         for name in backbones.list_backbones():
             spec = backbones.get_spec(name)
             print(f"{name:<22} {spec.family:<20} {spec.min_size:>6} {spec.default_size:>10}")
     else:
-        from recipes import data
+        from headstart.recipes import data
 
         for name, description in data.list_datasets():
             print(f"{name:<28} {description}")

@@ -22,8 +22,8 @@ lr_find.png, suggestion.json, config.json.
 
 import math
 
-from recipes import finetune, layer_rate_options, options
-from recipes.errors import UsageError
+from headstart.recipes import finetune, layer_rate_options, options
+from headstart.recipes.errors import UsageError
 
 # ## Defaults: fastai's.
 PHASE = "head"
@@ -122,7 +122,7 @@ def suggest(rows):
 
 
 def plot_lr_find(rows, suggestion, phase):
-    from recipes.plots import plt
+    from headstart.recipes.plots import plt
 
     figure, axis = plt.subplots(figsize=(6, 3.8))
     rates = [row["learning_rate"] for row in rows]
@@ -147,7 +147,7 @@ def plot_lr_find(rows, suggestion, phase):
 
 def build_model(args):
     """The finetune recipe's model and data for these options; the head trained first for phase 2."""
-    from recipes import engine
+    from headstart.recipes import engine
 
     model, splits, _ = finetune.model_and_data(args)
     if args.phase == "finetune" and args.epochs > 0:
@@ -161,7 +161,7 @@ def build_model(args):
 
 def set_phase_trainable(model, args):
     """What trains in the scanned phase, exactly as `engine.fine_tune` sets it."""
-    from recipes import engine
+    from headstart.recipes import engine
 
     if args.phase == "head":
         engine.train_head_only(model)
@@ -171,8 +171,8 @@ def set_phase_trainable(model, args):
 
 def find(args):
     """Run the scan on validated `args`; returns (run_dir, rows, stop, suggestion)."""
-    from recipes import engine
-    from recipes.rundir import RunDir, run_config
+    from headstart.recipes import engine
+    from headstart.recipes.rundir import RunDir, run_config
 
     model, splits = build_model(args)
     set_phase_trainable(model, args)

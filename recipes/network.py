@@ -4,7 +4,7 @@ TFDS and `keras.applications` both download on first use; offline, they retry fo
 time or fail deep inside a stack trace. Asking once, up front, lets a recipe fail in a
 second with a message that says what to do instead.
 
-    from recipes import network
+    from headstart.recipes import network
     if not network.is_online():
         raise UsageError("... cannot be downloaded here; ...")
 """

@@ -7,8 +7,8 @@ import math
 import os
 from pathlib import Path
 
-from recipes.errors import UsageError
-from recipes.rundir import DEFAULT_ROOT, check_run_name
+from headstart.recipes.errors import UsageError
+from headstart.recipes.rundir import DEFAULT_ROOT, check_run_name
 
 
 def add_data_arguments(parser, *, data="digits", classes=None, labels_per_class=None, image_size=None):
@@ -104,7 +104,7 @@ def check_fraction(value, option):
 def check_common(args, recipe):
     """Checks for the shared training and run options; returns the run path it will write.
 
-    The data options are checked by `recipes.data.check_source`, which knows the sources.
+    The data options are checked by `headstart.recipes.data.check_source`, which knows the sources.
     """
     check_positive_int(args.batch_size, "--batch-size")
     if args.image_size is not None:

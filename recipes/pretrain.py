@@ -7,8 +7,8 @@ The run directory's `best.keras` is the whole classifier; `finetune --weights` t
 its `backbone` and puts a new head on it.
 """
 
-from recipes import options, resume
-from recipes.errors import UsageError
+from headstart.recipes import options, resume
+from headstart.recipes.errors import UsageError
 
 # ## Defaults: the source half of the offline transfer demo.
 MODEL = "resnet8"          # a small CIFAR-style ResNet: 78k parameters
@@ -28,13 +28,13 @@ def add_arguments(parser):
 
 def validate(args):
     """Every check that needs no TensorFlow work; raises UsageError."""
-    from recipes import data
+    from headstart.recipes import data
 
     run_path = options.check_common(args, "pretrain")
     data.check_source(args.data, data_dir=args.data_dir, classes=args.classes, batch_size=args.batch_size,
                       labels_per_class=args.labels_per_class, augment=args.augment,
                       image_size=args.image_size or data.IMAGE_SIZE, seed=args.seed)
-    from models import backbones   # imports Keras, so TensorFlow: only once the cheap checks passed
+    from headstart.models import backbones   # imports Keras, so TensorFlow: only once the cheap checks passed
 
     spec = backbones.get_spec(args.model)
     if spec.family != "own":
@@ -47,10 +47,10 @@ def validate(args):
 
 def pretrain(args):
     """Train `args.model` from scratch on `args.data`; returns (run_dir, result)."""
-    from models import backbones
-    from recipes import data, engine
-    from recipes.checkpoint import TrainingCheckpoint
-    from recipes.rundir import RunDir, run_config, write_training_outputs
+    from headstart.models import backbones
+    from headstart.recipes import data, engine
+    from headstart.recipes.checkpoint import TrainingCheckpoint
+    from headstart.recipes.rundir import RunDir, run_config, write_training_outputs
 
     strategy = engine.make_strategy(args.strategy)  # first: multi-worker needs it before any TensorFlow op
     engine.seed_everything(args.seed, args.deterministic)

@@ -1,7 +1,7 @@
 """`--resume`: continue a killed run, with exactly the options it was started with.
 
 A training run writes its resolved options (`config.json`) before its first epoch and its
-`metrics.json` when it ends; the engine's checkpoint (`recipes.checkpoint`) holds the
+`metrics.json` when it ends; the engine's checkpoint (`headstart.recipes.checkpoint`) holds the
 training state in between. Resuming with other options would mix two runs in one folder,
 so it is refused, as is resuming a run that already finished.
 """
@@ -9,8 +9,8 @@ so it is refused, as is resuming a run that already finished.
 import contextlib
 import json
 
-from recipes.errors import TrainingDiverged, UsageError
-from recipes.rundir import run_config
+from headstart.recipes.errors import TrainingDiverged, UsageError
+from headstart.recipes.rundir import run_config
 
 # Options that do not change what is trained, so they may differ on --resume.
 CHANGEABLE = {"resume", "overwrite", "verbose"}

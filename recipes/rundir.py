@@ -20,9 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from callbacks.atomic import atomic_write_bytes, atomic_write_text
-from recipes.distribution import cluster_role
-from recipes.errors import UsageError
+from headstart.callbacks.atomic import atomic_write_bytes, atomic_write_text
+from headstart.recipes.distribution import cluster_role
+from headstart.recipes.errors import UsageError
 
 DEFAULT_ROOT = "runs"
 
@@ -73,7 +73,7 @@ def check_run_name(recipe, name, root=DEFAULT_ROOT, overwrite=False, resume=Fals
         return path
     if path.exists() and not overwrite:
         raise UsageError(f"run {path} already exists: choose another --name, or pass --overwrite to replace it")
-    from recipes.options import check_writable_folder  # options imports this module
+    from headstart.recipes.options import check_writable_folder  # options imports this module
 
     check_writable_folder(path.parent, "--runs-dir")
     return path
@@ -145,7 +145,7 @@ def write_training_outputs(run_dir, config, result, extra_metrics=None):
 
     The per-epoch history.csv is already there: `HistoryWriter` wrote it after every epoch.
     """
-    from recipes.plots import plot_history  # matplotlib only when a run finishes
+    from headstart.recipes.plots import plot_history  # matplotlib only when a run finishes
 
     run_dir.write_json("config.json", config)
     run_dir.write_json("metrics.json", {**result.metrics, "best": result.best, "phases": result.phases,

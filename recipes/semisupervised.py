@@ -8,8 +8,8 @@ Writes runs/semisupervised/<name>/: autoencoder.keras, reconstructions.png (inpu
 reconstructions below), accuracy_vs_labels.png, results.md and metrics.json.
 """
 
-from recipes import options, resume
-from recipes.errors import UsageError
+from headstart.recipes import options, resume
+from headstart.recipes.errors import UsageError
 
 # ## Defaults: the lecture material's use of autoencoders for semi-supervised learning.
 DATA = "digits"
@@ -47,7 +47,7 @@ def add_arguments(parser):
 
 
 def validate(args):
-    from recipes import data
+    from headstart.recipes import data
 
     budgets = [part for part in str(args.labels_per_class).split(",") if part]
     if not budgets or not all(part.isdigit() and int(part) > 0 for part in budgets):
@@ -74,10 +74,10 @@ def semisupervised(args):
 
     import keras
 
-    import models
-    from recipes import data, engine
-    from recipes.plots import plot_accuracy_vs_labels, plot_reconstructions
-    from recipes.rundir import RunDir, run_config
+    from headstart import models
+    from headstart.recipes import data, engine
+    from headstart.recipes.plots import plot_accuracy_vs_labels, plot_reconstructions
+    from headstart.recipes.rundir import RunDir, run_config
 
     strategy = engine.make_strategy(args.strategy)   # first: multi-worker needs it before any TensorFlow op
     engine.seed_everything(args.seed, args.deterministic)

@@ -9,8 +9,8 @@ Writes `runs/study/NAME/<--name or a timestamp>/`: the study's figures (PNG),
 `findings.json` (the numbers that decide it).
 """
 
-from recipes import options
-from recipes.errors import UsageError
+from headstart.recipes import options
+from headstart.recipes.errors import UsageError
 
 
 def add_arguments(parser):
@@ -24,8 +24,8 @@ def add_arguments(parser):
 
 def validate(args):
     """Every check that needs no TensorFlow work; raises UsageError."""
-    from recipes import studies
-    from recipes.rundir import check_run_name
+    from headstart.recipes import studies
+    from headstart.recipes.rundir import check_run_name
 
     if args.study is None:
         raise UsageError(f"name a study to run, or pass --list; known studies: {', '.join(studies.STUDIES)}")
@@ -39,7 +39,7 @@ def validate(args):
 
 
 def run(args):
-    from recipes import studies
+    from headstart.recipes import studies
 
     if args.list:
         for name in studies.list_studies():

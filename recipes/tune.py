@@ -31,11 +31,11 @@ import json
 import math
 import time
 
-from recipes import finetune, options
-from recipes.errors import UsageError
-from recipes.rundir import RunDir, check_run_name, default_run_name, run_path
-from recipes.tuning import distributed
-from recipes.tuning import space as search_space
+from headstart.recipes import finetune, options
+from headstart.recipes.errors import UsageError
+from headstart.recipes.rundir import RunDir, check_run_name, default_run_name, run_path
+from headstart.recipes.tuning import distributed
+from headstart.recipes.tuning import space as search_space
 
 # ## Defaults: a search that finishes in minutes on the digits demo, 2 CPU cores.
 TUNER = "hyperband"
@@ -228,9 +228,9 @@ def search(args):
 
     The tuner is keras-tuner's, so `tuner.oracle.trials` and `tuner.get_best_models()` work on it.
     """
-    from recipes import engine
-    from recipes.tuning import results, tuners
-    from recipes.tuning.hypermodel import FineTuneHyperModel
+    from headstart.recipes import engine
+    from headstart.recipes.tuning import results, tuners
+    from headstart.recipes.tuning.hypermodel import FineTuneHyperModel
 
     role = distributed.role()
     if role == distributed.STANDALONE or (role == distributed.CHIEF and args.resume):
@@ -275,7 +275,7 @@ class SearchStopped(Exception):
 
 
 def run_config(args):
-    from recipes.rundir import run_config as config_of
+    from headstart.recipes.rundir import run_config as config_of
 
     return config_of(args, recipe="tune", role=distributed.role())
 
@@ -289,7 +289,7 @@ def fixed_options(args):
 
 
 def write_results(run_dir, tuner, args):
-    from recipes.tuning import results, tuners
+    from headstart.recipes.tuning import results, tuners
 
     starts_file = run_dir.file(PROJECT) / tuners.TRIAL_STARTS
     starts = [json.loads(line) for line in starts_file.read_text().splitlines()] if starts_file.exists() else []

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def pretrain(args, runs_dir, name, deterministic):
-    command = [sys.executable, "-m", "recipes", "pretrain", "--model", args.model, "--image-size",
+    command = [sys.executable, "-m", "headstart", "pretrain", "--model", args.model, "--image-size",
                str(args.image_size), "--epochs", str(args.epochs), "--patience", str(args.epochs),
                "--seed", "0", "--name", name, "--runs-dir", runs_dir, *(["--deterministic"] if deterministic else [])]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}

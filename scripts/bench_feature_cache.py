@@ -3,7 +3,7 @@
     python scripts/bench_feature_cache.py [--backbone mobilenet_v2] [--image-size 160] [--epochs 5]
 
 In one run, the same head on the same frozen backbone and data (digits, resized), the
-same epochs and seed, trained by `recipes.engine.fine_tune`'s head phase twice:
+same epochs and seed, trained by `headstart.recipes.engine.fine_tune`'s head phase twice:
   1. through the frozen backbone every epoch (`feature_cache=False`);
   2. on features the backbone computed once (`feature_cache=True`, the default).
 Prints seconds per epoch (median, first epoch excluded), the per-epoch ratio, the total
@@ -24,9 +24,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras  # noqa: E402
 
-from callbacks import EpochTimer  # noqa: E402
-from models import backbones  # noqa: E402
-from recipes import data, engine  # noqa: E402
+from headstart.callbacks import EpochTimer  # noqa: E402
+from headstart.models import backbones  # noqa: E402
+from headstart.recipes import data, engine  # noqa: E402
 
 
 def head_phase(splits, args, feature_cache):

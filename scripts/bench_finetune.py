@@ -3,7 +3,7 @@
     python scripts/bench_finetune.py [--backbone resnet20] [--image-size 32] [--epochs 6] [--rounds 3]
 
 In one run, on the same model, data and optimizer:
-  1. seconds per epoch of `recipes.engine.fine_tune`'s phase 2 (everything unfrozen), with
+  1. seconds per epoch of `headstart.recipes.engine.fine_tune`'s phase 2 (everything unfrozen), with
      its callbacks (early stopping, history writer, TensorBoard) and run directory;
   2. seconds per epoch of `model.compile(AdamW) + model.fit` with no callbacks;
 and prints the ratio (goal <= 1.05). Epoch times are medians, the first epoch of each
@@ -25,10 +25,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from callbacks import EpochTimer  # noqa: E402
-from models import backbones  # noqa: E402
-from recipes import data, engine  # noqa: E402
-from recipes.rundir import RunDir  # noqa: E402
+from headstart.callbacks import EpochTimer  # noqa: E402
+from headstart.models import backbones  # noqa: E402
+from headstart.recipes import data, engine  # noqa: E402
+from headstart.recipes.rundir import RunDir  # noqa: E402
 
 
 def layer_flops(model):

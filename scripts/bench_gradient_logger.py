@@ -3,7 +3,7 @@
     python scripts/bench_gradient_logger.py            # about 5 minutes on 2 idle CPU cores
     python scripts/bench_gradient_logger.py --every 10 100 --rounds 6
 
-One process, one model (`models.create_model("resnet8")`, 32x32x3, 10 classes), one random
+One process, one model (`headstart.models.create_model("resnet8")`, 32x32x3, 10 classes), one random
 data set (2048 images, batch 64: 32 steps per epoch). Variants:
 
 - plain: `fit` with no callback;
@@ -44,9 +44,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import models  # noqa: E402
-from callbacks import GradientLogger  # noqa: E402
-from callbacks.gradient_logger import DEFAULT_EVERY_N_STEPS  # noqa: E402
+from headstart import models  # noqa: E402
+from headstart.callbacks import GradientLogger  # noqa: E402
+from headstart.callbacks.gradient_logger import DEFAULT_EVERY_N_STEPS  # noqa: E402
 
 SAMPLES = 2048
 BATCH_SIZE = 64

@@ -5,9 +5,9 @@
 Generates a folder of small JPEGs (`--classes` sub-folders) whose decoded size at the
 training image size, in float32, is large (1.5 GB with the defaults), then passes over
 every image once in three ways, each in its own fresh process so each peak is its own:
-  1. stream:  `recipes.data.load(folder, cache=False)`, iterating the train and val splits
+  1. stream:  `headstart.recipes.data.load(folder, cache=False)`, iterating the train and val splits
               (what a folder larger than `pipeline.MEMORY_CACHE_BYTES` gets by default);
-  2. default: `recipes.data.load(folder)` with its defaults, which caches the decoded
+  2. default: `headstart.recipes.data.load(folder)` with its defaults, which caches the decoded
               images (uint8) in memory when they fit in `pipeline.MEMORY_CACHE_BYTES`;
   3. numpy:   the usual keras-io way, every image read with `keras.utils.load_img` into
               one preallocated float32 array, then iterated in batches.
@@ -81,8 +81,8 @@ def _child(args):
     """One way, in this fresh process: prints its report as one JSON line."""
     import keras
 
-    from recipes import data
-    from recipes.data import folder, pipeline
+    from headstart.recipes import data
+    from headstart.recipes.data import folder, pipeline
 
     _, paths, labels = folder.list_images(args.folder)
     model = _tiny_model(args.image_size, int(labels.max()) + 1) if args.fit else None

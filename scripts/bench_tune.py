@@ -4,7 +4,7 @@
 
 In one run, on one task (digits 5-9 with --labels-per-class labelled images per class,
 --backbone pretrained on digits 0-4 by `headstart pretrain`, reused from --runs-dir/pretrain
-when it is there), every search through `recipes.tune`'s own code with the same --seed:
+when it is there), every search through `headstart.recipes.tune`'s own code with the same --seed:
   (a) a head-only random search (`--finetune-epochs 0`: every trial trains a head on the
       frozen backbone) of --trials trials of --head-epochs epochs, twice: on the backbone's
       features computed once for the whole search (`--feature-cache`, the default) and
@@ -32,9 +32,9 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from models import backbones  # noqa: E402
-from recipes import finetune, tune  # noqa: E402
-from recipes.cli import options_for  # noqa: E402
+from headstart.models import backbones  # noqa: E402
+from headstart.recipes import finetune, tune  # noqa: E402
+from headstart.recipes.cli import options_for  # noqa: E402
 
 OBJECTIVE = "val_accuracy"
 BUDGET_ROWS = 8   # rows of the epochs -> best objective table

@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from callbacks.gradient_log import plot_gradient_log
+from headstart.callbacks.gradient_log import plot_gradient_log
 
 
 def main(argv=None):

@@ -4,8 +4,8 @@
 
 Task: digits 5-9 with 5 labelled images per class (the `headstart finetune` default),
 backbone `resnet8` pretrained on digits 0-4 (one pretraining per seed, cached). Each method
-is the recipe's own code path (`recipes.finetune` / `recipes.semisupervised` through
-`recipes.cli.options_for`), run once per seed; the table gives the mean and the standard
+is the recipe's own code path (`headstart.recipes.finetune` / `headstart.recipes.semisupervised` through
+`headstart.recipes.cli.options_for`), run once per seed; the table gives the mean and the standard
 deviation of the test accuracy over seeds, and the mean wall time of the run.
 """
 
@@ -18,8 +18,8 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from recipes import finetune, semisupervised  # noqa: E402
-from recipes.cli import options_for  # noqa: E402
+from headstart.recipes import finetune, semisupervised  # noqa: E402
+from headstart.recipes.cli import options_for  # noqa: E402
 
 # method -> finetune options on top of the recipe's defaults
 METHODS = {

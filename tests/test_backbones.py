@@ -12,11 +12,11 @@ import tensorflow as tf
 
 import keras
 
-import models
-from models import backbones
-from models.backbones import build_backbone, build_classifier, check_backbone_options, get_spec
-from recipes import network
-from recipes.errors import UsageError
+from headstart import models
+from headstart.models import backbones
+from headstart.models.backbones import build_backbone, build_classifier, check_backbone_options, get_spec
+from headstart.recipes import network
+from headstart.recipes.errors import UsageError
 
 APPLICATIONS = [name for name in backbones.list_backbones() if get_spec(name).family != "own"]
 OWN = [name for name in backbones.list_backbones() if get_spec(name).family == "own"]

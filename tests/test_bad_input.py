@@ -11,7 +11,7 @@ folder, and must:
 - not import TensorFlow, unless the check needs it: such cases say why in `needs_tf`.
 
 Offline is made certain, not assumed: downloads are routed through a proxy on a closed
-local port, which is what `recipes.network.is_online` checks, and Keras' weights cache
+local port, which is what `headstart.recipes.network.is_online` checks, and Keras' weights cache
 points to an empty folder.
 """
 
@@ -354,7 +354,7 @@ def test_refused_before_tensorflow_is_imported(bad, outcomes):
 
 
 def test_the_table_covers_every_verb_with_enough_cases():
-    from recipes.cli import VERBS
+    from headstart.recipes.cli import VERBS
 
     verbs = {param.values[0].argv.split()[0] for param in CASES if param.values[0].argv}
     assert set(VERBS) <= verbs, f"no bad-input case for {sorted(set(VERBS) - verbs)}"

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-import callbacks
+from headstart import callbacks
 
 
 def test_every_exported_name_imports():

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from recipes import data, network
-from recipes.data import splitting, tfds_source
-from recipes.errors import UsageError
+from headstart.recipes import data, network
+from headstart.recipes.data import splitting, tfds_source
+from headstart.recipes.errors import UsageError
 
 DIGITS_COUNT = 1797
 # Digits at their own 8x8 size, kept in [0, 255]: each image is then exactly its source pixels.

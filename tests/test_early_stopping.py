@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from callbacks import EarlyStopping
+from headstart.callbacks import EarlyStopping
 
 
 def _marked_model():

@@ -6,9 +6,9 @@ import tensorflow as tf
 
 import keras
 
-import models
-from recipes import engine
-from recipes.data import DataSplits
+from headstart import models
+from headstart.recipes import engine
+from headstart.recipes.data import DataSplits
 
 NUM_CLASSES = 3
 

@@ -11,9 +11,9 @@ import tensorflow as tf
 
 import keras
 
-import models
-from recipes import engine
-from recipes.checkpoint import TrainingCheckpoint
+from headstart import models
+from headstart.recipes import engine
+from headstart.recipes.checkpoint import TrainingCheckpoint
 from test_engine import NUM_CLASSES, _splits   # the same tiny learnable images
 
 HEAD_EPOCHS, FINETUNE_EPOCHS = 3, 3
@@ -130,7 +130,7 @@ class InterruptWhenPhaseEnds(keras.callbacks.Callback):
 
 
 def test_resumed_after_the_last_epoch_of_a_phase_on_loaded_data(tmp_path):
-    from recipes import data
+    from headstart.recipes import data
 
     def run(**overrides):
         keras.utils.set_random_seed(1)

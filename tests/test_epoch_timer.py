@@ -2,7 +2,7 @@ import numpy as np
 
 import keras
 
-from callbacks import EpochTimer
+from headstart.callbacks import EpochTimer
 
 
 def test_epoch_timer_records_one_positive_duration_per_epoch_and_restarts_per_fit():

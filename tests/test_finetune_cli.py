@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from recipes import network
-from recipes.cli import main
+from headstart.recipes import network
+from headstart.recipes.cli import main
 
 # Small and quick: the default recipe's code path, shrunk (big_vision's runlocal idea).
 QUICK = ["--pretrain-epochs", "1", "--epochs", "1", "--finetune-epochs", "1", "--labels-per-class", "2",
@@ -26,7 +26,7 @@ def _one_folder_class(tmp_path):
 
 
 def _resnet8_weights(tmp_path):
-    import models
+    from headstart import models
 
     path = tmp_path / "resnet8.weights.h5"
     models.create_model("resnet8", input_shape=(16, 16, 3), num_classes=5).get_layer("backbone").save_weights(path)
@@ -141,7 +141,7 @@ def test_pretrained_file_from_pretrain_feeds_finetune(tmp_path, capsys):
 def test_python_dash_m_recipes_is_the_same_as_headstart():
     headstart = Path(sys.executable).with_name("headstart")
     by_script = subprocess.run([str(headstart), "list", "models"], capture_output=True, text=True, check=True)
-    by_module = subprocess.run([sys.executable, "-m", "recipes", "list", "models"], capture_output=True,
+    by_module = subprocess.run([sys.executable, "-m", "headstart", "list", "models"], capture_output=True,
                                text=True, check=True)
     assert by_script.stdout == by_module.stdout
     assert "resnet20" in by_module.stdout

@@ -7,9 +7,9 @@ import pytest
 import keras
 from keras import layers
 
-import models
-from models.backbones import build_backbone
-from models.freezing import block_names, freeze, trainable_summary, unfreeze
+from headstart import models
+from headstart.models.backbones import build_backbone
+from headstart.models.freezing import block_names, freeze, trainable_summary, unfreeze
 
 
 def _classifier(name="resnet8", **overrides):

@@ -6,7 +6,7 @@ import pytest
 
 import keras
 
-from recipes import cli, finetune, tune
+from headstart.recipes import cli, finetune, tune
 
 
 @pytest.fixture(scope="module")

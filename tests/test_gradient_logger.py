@@ -11,8 +11,8 @@ import pytest
 import tensorflow as tf
 from keras import layers
 
-from callbacks import GradientLogger
-from callbacks.gradient_log import COLUMNS, plot_gradient_log, read_gradient_log, summarize_layers
+from headstart.callbacks import GradientLogger
+from headstart.callbacks.gradient_log import COLUMNS, plot_gradient_log, read_gradient_log, summarize_layers
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

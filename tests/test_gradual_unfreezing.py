@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from keras import layers
 
-from callbacks import GradualUnfreezing
-from models.heads import assemble, build_head
-from models.layer_rates import with_layer_rates
+from headstart.callbacks import GradualUnfreezing
+from headstart.models.heads import assemble, build_head
+from headstart.models.layer_rates import with_layer_rates
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCKS = ["stem", "block1", "block2"]                               # bottom to top
@@ -113,7 +113,7 @@ def test_needs_a_layer_rate_optimizer():
 SCRIPT = """
 import json, os, signal, sys
 import keras
-from callbacks import GradualUnfreezing
+from headstart.callbacks import GradualUnfreezing
 sys.path.insert(0, "tests")
 from test_gradual_unfreezing import data, tiny_classifier
 

@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from callbacks import HistoryWriter, read_history
-from callbacks.atomic import atomic_write_bytes, atomic_write_text
+from headstart.callbacks import HistoryWriter, read_history
+from headstart.callbacks.atomic import atomic_write_bytes, atomic_write_text
 
 
 def _compiled_model():

@@ -7,8 +7,8 @@ import keras
 import numpy as np
 import pytest
 
-from models import initializers
-from models.activations import ACTIVATIONS
+from headstart.models import initializers
+from headstart.models.activations import ACTIVATIONS
 
 # A Dense kernel (fan_in 400, fan_out 500) and a conv kernel (fan_in 5*5*16 = 400,
 # fan_out 5*5*64 = 1600), big enough for sample statistics within a few per cent.

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-import models
-from models.regularizers import regularize_towards_pretrained
-from recipes import engine
+from headstart import models
+from headstart.models.regularizers import regularize_towards_pretrained
+from headstart.recipes import engine
 from tests.test_engine import _splits
 
 

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from keras import layers
 
-from models.heads import assemble, build_head
-from models.layer_rates import (LayerRateOptimizer, group_names, layer_rate_multipliers,
+from headstart.models.heads import assemble, build_head
+from headstart.models.layer_rates import (LayerRateOptimizer, group_names, layer_rate_multipliers,
                                 with_layer_rates)
-from recipes import layer_rate_options
-from recipes.errors import UsageError
+from headstart.recipes import layer_rate_options
+from headstart.recipes.errors import UsageError
 
 GROUPS = {"stem": 0.125, "block1": 0.25, "block2": 0.5, "head": 1.0}   # decay 0.5
 

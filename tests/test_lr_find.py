@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from recipes import cli, lr_find
+from headstart.recipes import cli, lr_find
 
 
 def synthetic_loss(rate):

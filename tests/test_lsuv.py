@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from keras import layers
 
-from models.lsuv import LayerVariance, lsuv
+from headstart.models.lsuv import LayerVariance, lsuv
 
 RNG = np.random.default_rng(0)
 MLP_BATCH = RNG.normal(size=(128, 16)).astype("float32")

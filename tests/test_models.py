@@ -5,8 +5,8 @@ import pytest
 
 import keras
 
-import models
-from models.heads import attach_head, build_head
+from headstart import models
+from headstart.models.heads import attach_head, build_head
 
 # Small inputs keep the big presets quick; each registered model gets the smallest
 # shape its downsampling allows, plus its default.

@@ -16,13 +16,13 @@ import sys
 import keras
 import numpy as np
 
-import models.backbones  # noqa: F401 (registers the project's layers and initializers for loading)
+import headstart.models.backbones  # noqa: F401 (registers the project's layers and initializers for loading)
 
 # The CLI, then (worker only) a copy of its private run folder before exit deletes it,
 # then one JSON line: how many replicas trained in sync, and where the private folder was.
 DRIVER = """
 import json, shutil, sys
-from recipes import cli, distribution, rundir
+from headstart.recipes import cli, distribution, rundir
 
 status = cli.main(sys.argv[2:])
 role = distribution.cluster_role()

@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from models import regularizers
-from models.regularizers import L1, L2, L2SP, ElasticNet, anchor_l2sp
+from headstart.models import regularizers
+from headstart.models.regularizers import L1, L2, L2SP, ElasticNet, anchor_l2sp
 
 RNG = np.random.default_rng(0)
 ARRAYS = [RNG.normal(size=(7, 5)), RNG.normal(size=(3, 3, 4, 6)), RNG.normal(size=(9,))]

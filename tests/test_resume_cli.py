@@ -14,9 +14,9 @@ import pytest
 
 import keras
 
-import models  # noqa: F401 (registers the initializers and regularizers best.keras refers to)
-from recipes.checkpoint import TrainingCheckpoint
-from callbacks.history_writer import read_history
+from headstart import models  # noqa: F401 (registers the initializers and regularizers best.keras refers to)
+from headstart.recipes.checkpoint import TrainingCheckpoint
+from headstart.callbacks.history_writer import read_history
 
 SAFETY_TIMEOUT = 900   # a hang guard only; these runs take seconds to a minute
 
@@ -34,7 +34,7 @@ RUNS = {
 
 
 def _command(verb, name, runs_dir, *extra):
-    return [sys.executable, "-m", "recipes", verb, *RUNS[verb][0], "--deterministic", "--seed", "3",
+    return [sys.executable, "-m", "headstart", verb, *RUNS[verb][0], "--deterministic", "--seed", "3",
             "--name", name, "--runs-dir", str(runs_dir), *extra]
 
 
@@ -101,16 +101,16 @@ def test_killed_run_resumes_and_ends_as_the_uninterrupted_one(tmp_path, verb):
 
 
 def test_resume_refuses_other_options_and_finished_runs(tmp_path):
-    from recipes import pretrain, resume
-    from recipes.cli import options_for
-    from recipes.rundir import RunDir
+    from headstart.recipes import pretrain, resume
+    from headstart.recipes.cli import options_for
+    from headstart.recipes.rundir import RunDir
 
     runs_dir = tmp_path / "runs"
     started = options_for("pretrain", image_size=8, epochs=3, name="a", runs_dir=str(runs_dir))
     pretrain.validate(started)
     resume.start(RunDir.create("pretrain", "a", str(runs_dir)), started, "pretrain")   # as a killed run left it
     run = runs_dir / "pretrain" / "a"
-    command = [sys.executable, "-m", "recipes", "pretrain", "--image-size", "8", "--epochs", "4",
+    command = [sys.executable, "-m", "headstart", "pretrain", "--image-size", "8", "--epochs", "4",
                "--name", "a", "--runs-dir", str(runs_dir), "--resume"]
     refused = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=SAFETY_TIMEOUT)
     assert refused.returncode == 2
@@ -137,7 +137,7 @@ def test_deterministic_runs_are_bit_identical(tmp_path):
 
 def test_a_diverging_run_stops_in_one_line_with_exit_1_and_keeps_its_best_weights(tmp_path):
     runs_dir = tmp_path / "runs"
-    command = [sys.executable, "-m", "recipes", "pretrain", "--image-size", "8", "--epochs", "3", "--lr", "1e9",
+    command = [sys.executable, "-m", "headstart", "pretrain", "--image-size", "8", "--epochs", "3", "--lr", "1e9",
                "--name", "nan", "--runs-dir", str(runs_dir)]
     finished = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=SAFETY_TIMEOUT)
     assert finished.returncode == 1

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from recipes import rundir
-from recipes.distribution import ClusterRole, cluster_role
-from recipes.errors import UsageError
-from recipes.rundir import RunDir, check_run_name
+from headstart.recipes import rundir
+from headstart.recipes.distribution import ClusterRole, cluster_role
+from headstart.recipes.errors import UsageError
+from headstart.recipes.rundir import RunDir, check_run_name
 
 
 def tf_config(task_type, index, cluster=None):

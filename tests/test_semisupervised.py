@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from recipes.cli import main
+from headstart.recipes.cli import main
 
 
 def test_semisupervised_recipe_runs_end_to_end_on_tiny_settings(tmp_path, capsys):

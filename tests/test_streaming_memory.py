@@ -15,8 +15,8 @@ import shutil
 import numpy as np
 import pytest
 
-from recipes import data
-from recipes.data import pipeline
+from headstart.recipes import data
+from headstart.recipes.data import pipeline
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from recipes import studies
-from recipes.cli import main
-from recipes.rundir import RunDir
+from headstart.recipes import studies
+from headstart.recipes.cli import main
+from headstart.recipes.rundir import RunDir
 
 
 def run_quick(name, tmp_path):
@@ -61,7 +61,7 @@ def test_bad_options_are_one_line_exit_2(argv, capsys, tmp_path):
 
 
 def test_missing_study_module_is_a_usage_error(monkeypatch, capsys):
-    monkeypatch.setitem(studies.STUDIES, "not-written-yet", "recipes.studies.not_written_yet")
+    monkeypatch.setitem(studies.STUDIES, "not-written-yet", "headstart.recipes.studies.not_written_yet")
     assert main(["study", "not-written-yet"]) == 2
     assert "not available in this checkout" in capsys.readouterr().err
     assert "(not available in this checkout)" in studies.describe_study("not-written-yet")

@@ -7,8 +7,8 @@ wide margin over what the quick runs measure.
 
 import json
 
-from recipes import studies
-from recipes.rundir import RunDir
+from headstart.recipes import studies
+from headstart.recipes.rundir import RunDir
 
 
 def run_quick(name, tmp_path, figure):

@@ -7,10 +7,10 @@ import math
 
 import pytest
 
-from recipes import cli, tune
-from recipes.errors import UsageError
-from recipes.tuning import distributed, hypermodel
-from recipes.tuning import space as search_space
+from headstart.recipes import cli, tune
+from headstart.recipes.errors import UsageError
+from headstart.recipes.tuning import distributed, hypermodel
+from headstart.recipes.tuning import space as search_space
 
 # ## The search space and the budget (no TensorFlow)
 
@@ -185,7 +185,7 @@ def test_tiny_search_writes_consistent_results(tmp_path, capsys, tuner):
 
 
 def test_a_failing_trial_is_recorded_with_its_reason_and_the_search_goes_on(tmp_path, monkeypatch):
-    from recipes import engine
+    from headstart.recipes import engine
 
     real_fine_tune = engine.fine_tune
     calls = []

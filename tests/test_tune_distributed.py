@@ -42,7 +42,7 @@ pytestmark = pytest.mark.slow
 
 
 def tune_command(tuner, runs_dir):
-    return [sys.executable, "-m", "recipes", "tune", *BUDGET, *SEARCHES[tuner][0], "--name", NAME,
+    return [sys.executable, "-m", "headstart", "tune", *BUDGET, *SEARCHES[tuner][0], "--name", NAME,
             "--runs-dir", str(runs_dir)]
 
 

@@ -1,7 +1,7 @@
 """Kill a search with SIGKILL mid-trial and resume it: no completed trial runs again, it finishes.
 
 Every tuner is tested: keras-tuner's reload has bugs of its own (GridSearch forgets its
-order, keras-team/keras-tuner#1055), which `recipes.tuning.tuners` repairs.
+order, keras-team/keras-tuner#1055), which `headstart.recipes.tuning.tuners` repairs.
 """
 
 import json
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from recipes.tuning import tuners
+from headstart.recipes.tuning import tuners
 
 # 1 head + 3 fine-tuning epochs per trial at 8 px: long enough to be killed mid-trial,
 # patience above the budget so every trial runs all its epochs.
@@ -40,7 +40,7 @@ def starts(project):
 
 
 def tune_command(runs_dir, tuner, *extra):
-    return [sys.executable, "-m", "recipes", "tune", *COMMON, *SEARCHES[tuner], "--runs-dir", str(runs_dir), *extra]
+    return [sys.executable, "-m", "headstart", "tune", *COMMON, *SEARCHES[tuner], "--runs-dir", str(runs_dir), *extra]
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """The one data entry point: `load(source)` -> train / val / test `tf.data` pipelines and class names.
 
-    from recipes import data
+    from headstart.recipes import data
 
     splits = data.load("digits", classes="target", labels_per_class=5, image_size=(32, 32))
     model.fit(splits.train, validation_data=splits.val)
@@ -25,10 +25,10 @@ call it in their `validate()`.
 import dataclasses
 from typing import Callable, Optional
 
-from recipes.data import digits, folder, tfds_source
-from recipes.data.digits import DIGITS_SOURCE_CLASSES, DIGITS_TARGET_CLASSES
-from recipes.data.folder import SkippedImageWarning
-from recipes.data.spec import (AUGMENTATIONS, BATCH_SIZE, CHANNELS, DEFAULT_SOURCE, IMAGE_SIZE, SEED,
+from headstart.recipes.data import digits, folder, tfds_source
+from headstart.recipes.data.digits import DIGITS_SOURCE_CLASSES, DIGITS_TARGET_CLASSES
+from headstart.recipes.data.folder import SkippedImageWarning
+from headstart.recipes.data.spec import (AUGMENTATIONS, BATCH_SIZE, CHANNELS, DEFAULT_SOURCE, IMAGE_SIZE, SEED,
                                TEST_FRACTION, VALIDATION_FRACTION, DataSpec, check_source, list_datasets)
 
 __all__ = ["AUGMENTATIONS", "DIGITS_SOURCE_CLASSES", "DIGITS_TARGET_CLASSES", "DataSpec", "DataSplits",
@@ -130,7 +130,7 @@ def load(source=DEFAULT_SOURCE, *, image_size=IMAGE_SIZE, channels=CHANNELS, bat
                         validation_fraction=validation_fraction, test_fraction=test_fraction, seed=seed,
                         shuffle=shuffle, cache=cache, data_dir=data_dir)
     # Imported only now that every check has passed: it imports TensorFlow.
-    from recipes.data import pipeline
+    from headstart.recipes.data import pipeline
 
     records = _READERS[spec.kind](spec)
     datasets = pipeline.build(records, spec, preprocess)

@@ -29,7 +29,7 @@ def load_arrays():
 
 def read(spec):
     """The digits of `spec`, split (stratified, seeded) and selected: a `pipeline.Records`."""
-    from recipes.data import pipeline
+    from headstart.recipes.data import pipeline
 
     images, labels = load_arrays()
     return pipeline.records_from_arrays(images, labels, CLASS_NAMES, spec, decode=_add_channel_axis)

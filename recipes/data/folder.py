@@ -55,7 +55,7 @@ def list_images(path):
 
 def read(spec):
     """The images of `spec`'s folder, minus undecodable files, split and selected: a `pipeline.Records`."""
-    from recipes.data import pipeline
+    from headstart.recipes.data import pipeline
 
     class_names, paths, labels = list_images(spec.location)
     decodable = np.array(_scan(paths), dtype=bool)

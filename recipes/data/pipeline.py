@@ -33,9 +33,9 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
-from recipes.data.spec import AUGMENTATIONS, resolve_classes
-from recipes.data.splitting import select, stratified_split
-from recipes.errors import UsageError
+from headstart.recipes.data.spec import AUGMENTATIONS, resolve_classes
+from headstart.recipes.data.splitting import select, stratified_split
+from headstart.recipes.errors import UsageError
 
 AUTOTUNE = tf.data.AUTOTUNE
 # Largest shuffle buffer, in examples. Before the cache it holds items (paths, encoded

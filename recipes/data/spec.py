@@ -11,8 +11,8 @@ import os
 
 import numpy as np
 
-from recipes.data import digits, folder, splitting, tfds_source
-from recipes.errors import UsageError
+from headstart.recipes.data import digits, folder, splitting, tfds_source
+from headstart.recipes.errors import UsageError
 
 # ## Defaults (shared by `check_source` and `load`)
 DEFAULT_SOURCE = "digits"

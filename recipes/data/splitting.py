@@ -6,7 +6,7 @@ pass over its labels use these same functions, so a seed means the same thing ev
 
 import numpy as np
 
-from recipes.errors import UsageError
+from headstart.recipes.errors import UsageError
 
 SPLITS = ("train", "val", "test")
 

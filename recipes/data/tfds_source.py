@@ -19,8 +19,8 @@ import logging
 
 import numpy as np
 
-from recipes import network
-from recipes.errors import UsageError
+from headstart.recipes import network
+from headstart.recipes.errors import UsageError
 
 # TFDS slices in whole percents; a fraction that rounds to 0% still gets 1%.
 MIN_SLICE_PERCENT = 1
@@ -82,9 +82,9 @@ def read(spec):
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
-    from recipes.data import pipeline
-    from recipes.data.spec import resolve_classes
-    from recipes.data.splitting import select
+    from headstart.recipes.data import pipeline
+    from headstart.recipes.data.spec import resolve_classes
+    from headstart.recipes.data.splitting import select
 
     name, _, config = spec.location.partition(":")
     builder = _builder(name, config, spec.data_dir)

@@ -12,25 +12,25 @@ the claim (`supported`) and the numbers that decide it (`findings`).
 Modules are imported only when a study is asked for, so the list of names works even
 while a study's module is missing or broken; running such a study is a usage error.
 
-In Python: `recipes.studies.run_study("symmetry", quick=True)`.
+In Python: `headstart.recipes.studies.run_study("symmetry", quick=True)`.
 """
 
 import dataclasses
 import importlib
 import math
 
-from recipes.errors import UsageError
+from headstart.recipes.errors import UsageError
 
 # Study name -> module. The order is the order of `headstart study --list`.
 STUDIES = {
-    "exploding-products": "recipes.studies.exploding_products",
-    "initialization": "recipes.studies.initialization",
-    "symmetry": "recipes.studies.symmetry",
-    "vanishing-gradients": "recipes.studies.vanishing_gradients",
-    "optimizers": "recipes.studies.optimizers",
-    "regularization": "recipes.studies.regularization",
-    "dropout-uncertainty": "recipes.studies.dropout_uncertainty",
-    "learning-rate": "recipes.studies.learning_rate",
+    "exploding-products": "headstart.recipes.studies.exploding_products",
+    "initialization": "headstart.recipes.studies.initialization",
+    "symmetry": "headstart.recipes.studies.symmetry",
+    "vanishing-gradients": "headstart.recipes.studies.vanishing_gradients",
+    "optimizers": "headstart.recipes.studies.optimizers",
+    "regularization": "headstart.recipes.studies.regularization",
+    "dropout-uncertainty": "headstart.recipes.studies.dropout_uncertainty",
+    "learning-rate": "headstart.recipes.studies.learning_rate",
 }
 
 
@@ -91,7 +91,7 @@ def run_study(name, run_dir=None, *, quick=False, seed=0, runs_root="runs", run_
     Returns:
         `(run_dir, StudyResult)`.
     """
-    from recipes.rundir import RunDir
+    from headstart.recipes.rundir import RunDir
 
     module = load_study(name)
     if seed is None or seed < 0:
@@ -161,7 +161,7 @@ def pyplot():
 
 
 def digits_arrays(seed=0):
-    """The digits through `recipes.data.load` as NumPy arrays, standardised per pixel.
+    """The digits through `headstart.recipes.data.load` as NumPy arrays, standardised per pixel.
 
     The studies want whole arrays (a batch to probe, `fit` on arrays) and inputs with
     zero mean and unit variance, which the initialisation schemes assume.
@@ -172,7 +172,7 @@ def digits_arrays(seed=0):
     """
     import numpy as np
 
-    from recipes import data
+    from headstart.recipes import data
 
     splits = data.load("digits", image_size=8, channels=1, batch_size=512, test_fraction=0.0,
                        shuffle=False, seed=seed)

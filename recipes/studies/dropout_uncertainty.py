@@ -3,7 +3,7 @@
     headstart study dropout-uncertainty            # about 15 s on 2 busy CPU cores
     headstart study dropout-uncertainty --quick    # the same code path, fewer steps
 
-An MLP with dropout (`models.build_mlp`, one linear output) learns y = sin(x) from noisy
+An MLP with dropout (`headstart.models.build_mlp`, one linear output) learns y = sin(x) from noisy
 samples in two bands, x in [-4, -2] and [2, 4]: there is a gap in the middle and nothing
 beyond |x| = 4. At test time the network is run many times with dropout on, each time
 with a different mask; the spread of those predictions is the uncertainty estimate
@@ -19,7 +19,7 @@ Uncertainty in Bayesian Neural Networks").
 
 import numpy as np
 
-from recipes.studies import StudyResult, markdown_table, pyplot
+from headstart.recipes.studies import StudyResult, markdown_table, pyplot
 
 DESCRIPTION = "MC dropout on 1-D regression with a gap: predictive mean and spread, near and away from the data"
 CLAIM = ("Keeping dropout on at test time and averaging many passes gives a predictive mean and a "
@@ -59,7 +59,7 @@ def train(x, y, steps, seed):
     import keras
     import tensorflow as tf
 
-    from models import build_mlp
+    from headstart.models import build_mlp
 
     keras.utils.set_random_seed(seed)
     model = build_mlp((1,), 1, hidden_units=HIDDEN_UNITS, dropout=DROPOUT_RATE)

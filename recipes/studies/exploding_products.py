@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from recipes.studies import StudyResult, markdown_table, pyplot
+from headstart.recipes.studies import StudyResult, markdown_table, pyplot
 
 DESCRIPTION = "norm of a product of 100 random matrices: explodes, vanishes, or stays bounded when scaled"
 CLAIM = ("The product of 100 random 4x4 Gaussian matrices explodes when the entries have variance 1, "

@@ -15,14 +15,14 @@ weights saturate tanh (activations pile up at +-1) and blow ReLU activations up;
 keeps a tanh network's signal alive and He keeps a ReLU network's (Xavier under ReLU
 halves the variance at every layer); LSUV, which measures instead of assuming, keeps both.
 
-Names are the project's (`models.initializers.get`): `he_normal` takes the gain of the
+Names are the project's (`headstart.models.initializers.get`): `he_normal` takes the gain of the
 layer's activation, so under tanh it is fan-in scaling with gain 5/3; `xavier_uniform` is
 the fixed published scheme (gain 1).
 """
 
 import numpy as np
 
-from recipes.studies import StudyResult, digits_arrays, markdown_table, pyplot
+from headstart.recipes.studies import StudyResult, digits_arrays, markdown_table, pyplot
 
 DESCRIPTION = "activation and gradient scale per layer of a 10-layer MLP under 7 initialisations (tanh, ReLU)"
 CLAIM = ("In a deep network, small initial weights make the activations collapse towards zero and large ones "
@@ -51,7 +51,7 @@ def measure(activation, scheme, x, y, seed):
     import keras
     import tensorflow as tf
 
-    from models import build_mlp, lsuv
+    from headstart.models import build_mlp, lsuv
 
     keras.utils.set_random_seed(seed)
     model = build_mlp((x.shape[1],), 10, hidden_units=(WIDTH,) * DEPTH, activation=activation,

@@ -6,19 +6,19 @@
 The lecture's advice: watch the ratio of the size of each update to the size of the
 weights it changes; about 1e-3 is healthy, much smaller means the rate is too small
 (training crawls), much larger means it is too large (training thrashes or diverges).
-Here one MLP (`models.build_mlp`) on the digits is trained from the same initial weights
-with plain SGD at three rates, and `callbacks.GradientLogger` measures each layer's
+Here one MLP (`headstart.models.build_mlp`) on the digits is trained from the same initial weights
+with plain SGD at three rates, and `headstart.callbacks.GradientLogger` measures each layer's
 update norm / weight norm as training runs (its CSV logs are kept in the run directory,
-one per rate, and read back with `callbacks.gradient_log.read_gradient_log`).
+one per rate, and read back with `headstart.callbacks.gradient_log.read_gradient_log`).
 """
 
 import math
 
 import numpy as np
 
-from callbacks.gradient_log import HEALTHY_UPDATE_RATIO
-from recipes.studies import StudyResult, markdown_table, pyplot
-from recipes.studies.optimizers import load_digits_arrays
+from headstart.callbacks.gradient_log import HEALTHY_UPDATE_RATIO
+from headstart.recipes.studies import StudyResult, markdown_table, pyplot
+from headstart.recipes.studies.optimizers import load_digits_arrays
 
 DESCRIPTION = "Update-to-weight ratio (GradientLogger) for SGD learning rates too small, about right and too large"
 CLAIM = ("The ratio of update to weight magnitude tracks the learning rate: far below ~1e-3 training "
@@ -43,9 +43,9 @@ def train_at_rate(learning_rate, initial_weights, train, validation, epochs, log
     """Train with SGD at `learning_rate`; the per-layer update ratios from the gradient log."""
     import keras
 
-    from callbacks import GradientLogger
-    from callbacks.gradient_log import read_gradient_log, summarize_layers
-    from models import build_mlp
+    from headstart.callbacks import GradientLogger
+    from headstart.callbacks.gradient_log import read_gradient_log, summarize_layers
+    from headstart.models import build_mlp
 
     (x_train, y_train), (x_val, y_val) = train, validation
     keras.utils.set_random_seed(seed)  # the same mini-batch order at every rate
@@ -101,7 +101,7 @@ def plot(results):
 def run(run_dir, *, quick=False, seed=0):
     import keras
 
-    from models import build_mlp
+    from headstart.models import build_mlp
 
     keras.utils.set_random_seed(seed)
     epochs = QUICK_EPOCHS if quick else EPOCHS

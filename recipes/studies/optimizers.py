@@ -10,7 +10,7 @@ Two problems, each started from the same point for every optimizer:
   walls and then crawls along the floor; momentum builds up speed along the floor, and the
   adaptive methods rescale each coordinate. Each optimizer is the real Keras one, stepping
   a 2-D `keras.Variable`, so the drawn paths are what the optimizer does.
-- an MLP (`models.build_mlp`) on the digits, every optimizer starting from the same
+- an MLP (`headstart.models.build_mlp`) on the digits, every optimizer starting from the same
   initial weights: training loss per epoch. Full-batch GD takes one step per epoch, the
   others one per mini-batch.
 
@@ -21,7 +21,7 @@ too small for some and unstable for others.
 
 import numpy as np
 
-from recipes.studies import StudyResult, markdown_table, pyplot
+from headstart.recipes.studies import StudyResult, markdown_table, pyplot
 
 DESCRIPTION = "GD, SGD, momentum, Nesterov, Adagrad, RMSprop, Adam, AdamW: paths in a ravine and MLP loss curves"
 CLAIM = ("Momentum and adaptive methods (Adam) reach a lower loss than plain gradient descent in the "
@@ -119,7 +119,7 @@ def ravine_path(settings, steps, noise_scale, seed):
 
 def load_digits_arrays(seed):
     """Digits as arrays (8x8x1 in [0, 1]) from the project's one data entry point."""
-    from recipes import data
+    from headstart.recipes import data
 
     splits = data.load("digits", image_size=8, channels=1, seed=seed, test_fraction=0.0)
     return dataset_arrays(splits.train), dataset_arrays(splits.val)
@@ -134,7 +134,7 @@ def train_mlp_losses(train, validation, epochs, seed):
     """Training loss per epoch (the epoch-0 entry is before training) for every optimizer."""
     import keras
 
-    from models import build_mlp
+    from headstart.models import build_mlp
 
     (x_train, y_train), (x_val, y_val) = train, validation
     keras.utils.set_random_seed(seed)

@@ -5,14 +5,14 @@
 
 The training set is 10 images per digit (100 in all) and 20 % of their labels are wrong
 (a fixed, seeded choice); the rest of the digits, correctly labelled, are the validation
-and test sets. A 64-256-256-10 MLP (`models.build_mlp`) memorises all 100 labels, wrong
+and test sets. A 64-256-256-10 MLP (`headstart.models.build_mlp`) memorises all 100 labels, wrong
 ones included, and its validation loss climbs: the textbook picture of overfitting.
 Every variant starts from the same seed and trains with Adam for the same number of steps:
 
-- none; L1, L2 and elastic net on every kernel (`models.regularizers`); dropout after each
+- none; L1, L2 and elastic net on every kernel (`headstart.models.regularizers`); dropout after each
   hidden layer; early stopping on the validation loss, back to the best epoch
-  (`callbacks.EarlyStopping`); data augmentation (small rotations and zooms, the layers
-  of `recipes.data`); batch normalisation.
+  (`headstart.callbacks.EarlyStopping`); data augmentation (small rotations and zooms, the layers
+  of `headstart.recipes.data`); batch normalisation.
 
 Why the wrong labels: on 100 clean digits the same MLP barely overfits in validation
 loss, and regularisation hardly matters. Measured with these settings and no label noise
@@ -29,8 +29,8 @@ where L1 should stand out.
 
 import numpy as np
 
-from recipes.studies import StudyResult, markdown_table, pyplot
-from recipes.studies.optimizers import dataset_arrays
+from headstart.recipes.studies import StudyResult, markdown_table, pyplot
+from headstart.recipes.studies.optimizers import dataset_arrays
 
 DESCRIPTION = "No regularisation, L1, L2, elastic net, dropout, early stopping, augmentation, batch norm on 100 digits"
 CLAIM = ("Regularisation (L1, L2, elastic net, dropout, early stopping, data augmentation) shrinks the "
@@ -76,8 +76,8 @@ VARIANTS = {
 
 
 def load_data(seed):
-    """Clean train / val / test arrays from `recipes.data`, with `LABEL_NOISE` of the training labels wrong."""
-    from recipes import data
+    """Clean train / val / test arrays from `headstart.recipes.data`, with `LABEL_NOISE` of the training labels wrong."""
+    from headstart.recipes import data
 
     # Unshuffled, so the seeded choice of wrong labels always hits the same images.
     splits = data.load("digits", image_size=8, channels=1, labels_per_class=LABELS_PER_CLASS, seed=seed,
@@ -93,11 +93,11 @@ def load_data(seed):
 
 
 def training_pipeline(images, labels, seed, augment):
-    """Shuffled, batched, repeated; augmented with `recipes.data`'s augmentation layers if asked."""
+    """Shuffled, batched, repeated; augmented with `headstart.recipes.data`'s augmentation layers if asked."""
     import keras
     import tensorflow as tf
 
-    from recipes.data import AUGMENTATIONS as DATA_AUGMENTATIONS
+    from headstart.recipes.data import AUGMENTATIONS as DATA_AUGMENTATIONS
 
     dataset = tf.data.Dataset.from_tensor_slices((images, labels)).shuffle(len(labels), seed=seed)
     dataset = dataset.batch(BATCH_SIZE)
@@ -111,7 +111,7 @@ def training_pipeline(images, labels, seed, augment):
 
 
 def build_variant(variant, input_shape):
-    from models import build_mlp, regularizers
+    from headstart.models import build_mlp, regularizers
 
     regularizer = None
     if "regularizer" in variant:
@@ -161,7 +161,7 @@ def near_zero_fraction(model):
 def train_variant(variant, arrays, epochs, patience, seed):
     import keras
 
-    from callbacks import EarlyStopping
+    from headstart.callbacks import EarlyStopping
 
     keras.utils.set_random_seed(seed)
     model = build_variant(variant, arrays["train"][0].shape[1:])

@@ -4,7 +4,7 @@
     headstart study symmetry --quick
 
 An MLP (two tanh hidden layers of 32 units) starts with every hidden weight equal
-(`models.initializers.Constant`, 0.1) and is trained with plain minibatch SGD on the
+(`headstart.models.initializers.Constant`, 0.1) and is trained with plain minibatch SGD on the
 digits, once without and once with dropout (0.5 after each hidden layer); a randomly
 initialised copy is the reference for how different units normally are. After every epoch
 the study measures, in each hidden layer, the mean pairwise distance between the units'
@@ -20,7 +20,7 @@ dropout each unit is dropped at random, gets its own gradient, and the units dri
 
 import numpy as np
 
-from recipes.studies import StudyResult, digits_arrays, markdown_table, pyplot
+from headstart.recipes.studies import StudyResult, digits_arrays, markdown_table, pyplot
 
 DESCRIPTION = "equal hidden weights stay equal under SGD; dropout breaks the symmetry"
 CLAIM = ("A network whose hidden weights all start equal keeps its hidden units identical under minibatch SGD, "
@@ -55,7 +55,7 @@ def train(condition, data, epochs, seed):
     """Train one condition; returns per-epoch spreads per hidden layer and validation accuracy."""
     import keras
 
-    from models import build_mlp, initializers
+    from headstart.models import build_mlp, initializers
 
     x_train, y_train, x_val, y_val = data
     keras.utils.set_random_seed(seed)

@@ -7,7 +7,7 @@ Six 20-layer MLPs (width 64) of the same depth are trained with the same SGD on 
 sigmoid, tanh, ReLU and leaky ReLU (each with the initialisation `"auto"` picks for it), and
 sigmoid again with batch normalisation and with residual connections. `GradientLogger`
 records every layer's kernel gradient norm during training (its CSV logs are in the run
-directory's `gradients/`, ready for `callbacks.gradient_log.plot_gradient_log`).
+directory's `gradients/`, ready for `headstart.callbacks.gradient_log.plot_gradient_log`).
 
 The lecture's claim: backpropagation multiplies one factor per layer, and the sigmoid's
 derivative is at most 1/4, so in a deep sigmoid network the gradient shrinks by orders of
@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from recipes.studies import StudyResult, digits_arrays, markdown_table, pyplot
+from headstart.recipes.studies import StudyResult, digits_arrays, markdown_table, pyplot
 
 DESCRIPTION = "per-layer gradient norms and loss of 20-layer sigmoid/tanh/ReLU/leaky-ReLU MLPs, + batch norm, + residual"
 CLAIM = ("In a deep sigmoid network the gradient vanishes towards the first layers and training stalls, while "
@@ -61,8 +61,8 @@ def train(name, options, data, depth, epochs, every_n_steps, log_dir, seed):
     """Train one network with a GradientLogger; returns per-epoch losses and the log's kernel norms."""
     import keras
 
-    from callbacks import GradientLogger, read_gradient_log
-    from models import build_mlp
+    from headstart.callbacks import GradientLogger, read_gradient_log
+    from headstart.models import build_mlp
 
     x_train, y_train, _, _ = data
     keras.utils.set_random_seed(seed)

@@ -8,7 +8,7 @@ results files once every trial is done; workers ask it for trials and run them.
 
 import os
 
-from recipes.errors import UsageError
+from headstart.recipes.errors import UsageError
 
 STANDALONE, CHIEF, WORKER = "standalone", "chief", "worker"
 VARIABLES = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")

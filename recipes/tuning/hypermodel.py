@@ -1,7 +1,7 @@
 """The fine-tuning HyperModel: each keras-tuner trial runs the project's two-phase fine-tune.
 
 `build(hp)` builds `headstart finetune`'s classifier with the trial's dropout and head;
-`fit(hp, model, ...)` trains it through `recipes.engine.fine_tune` (the head on the frozen
+`fit(hp, model, ...)` trains it through `headstart.recipes.engine.fine_tune` (the head on the frozen
 backbone, then the unfrozen part) with the trial's learning rates, weight decay and
 unfreezing, and returns the best epoch's metrics.
 
@@ -24,8 +24,8 @@ import time
 import keras_tuner
 from keras_tuner.src.engine.tuner_utils import SaveBestEpoch  # not exported; the callback a trial's checkpoint comes from
 
-from recipes import engine, finetune
-from recipes.tuning import space as search_space
+from headstart.recipes import engine, finetune
+from headstart.recipes.tuning import space as search_space
 
 # Reported with each trial's metrics, so trials.csv has them in any process layout
 # (a worker's metrics reach the chief's oracle with the trial).
@@ -48,7 +48,7 @@ class FineTuneHyperModel(keras_tuner.HyperModel):
     Args:
         args: validated `headstart tune` options; their search-space attributes are
             replaced by each trial's values, everything else is the fixed recipe.
-        space: the parsed space (`recipes.tuning.space.parse`).
+        space: the parsed space (`headstart.recipes.tuning.space.parse`).
         objective: the metric trials are scored on; early stopping watches it too, so the
             weights kept are the ones that scored.
         weights: the backbone weights to build from (the resolved file for `digits-source`).

@@ -3,8 +3,8 @@ best_hyperparameters.json and best.keras."""
 
 import math
 
-from recipes.tuning.hypermodel import EPOCHS_METRIC, SECONDS_METRIC
-from recipes.tuning.tuners import failure_reason
+from headstart.recipes.tuning.hypermodel import EPOCHS_METRIC, SECONDS_METRIC
+from headstart.recipes.tuning.tuners import failure_reason
 
 TOP_TRIALS = 10   # rows of summary.md
 
@@ -14,7 +14,7 @@ def trial_rows(oracle, starts=()):
 
     Columns: trial_id, every hyperparameter (Hyperband's `tuner/...` bookkeeping too), the
     objective, epochs run, seconds, status, failure reason, and the tuner that ran it.
-    `starts` are the records of `recipes.tuning.tuners.TRIAL_STARTS`.
+    `starts` are the records of `headstart.recipes.tuning.tuners.TRIAL_STARTS`.
     """
     objective = oracle.objective.name
     last_tuner = {record["trial_id"]: record["tuner_id"] for record in starts}
@@ -69,7 +69,7 @@ def format_value(value):
 
 def plot_search(rows, objective):
     """The objective against the learning rate and the weight decay, coloured by dropout."""
-    from recipes.plots import plt
+    from headstart.recipes.plots import plt
 
     scored = ranked(rows, objective)
     figure, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
@@ -89,7 +89,7 @@ def plot_search(rows, objective):
 
 
 def best_hyperparameters(rows, objective, fixed_options, finetune_values):
-    """The best trial in the shape `headstart finetune --from-tuning` reads (see `recipes.tune`)."""
+    """The best trial in the shape `headstart finetune --from-tuning` reads (see `headstart.recipes.tune`)."""
     best = ranked(rows, objective)[0]
     values = {name: value for name, value in best.items()
               if name not in ("trial_id", objective, "epochs", "seconds", "status", "reason", "tuner_id")

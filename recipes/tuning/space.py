@@ -14,8 +14,8 @@ values back into `headstart finetune`'s option values.
 import math
 from dataclasses import dataclass
 
-from recipes import options
-from recipes.errors import UsageError
+from headstart.recipes import options
+from headstart.recipes.errors import UsageError
 
 CHOICE_SEPARATOR = "|"
 RANGE_SEPARATOR = ":"

@@ -22,7 +22,7 @@ import time
 import keras_tuner
 from keras_tuner.src.tuners.gridsearch import GridSearchOracle, LinkedList
 
-from recipes.tuning.hypermodel import EPOCHS_METRIC, SECONDS_METRIC
+from headstart.recipes.tuning.hypermodel import EPOCHS_METRIC, SECONDS_METRIC
 
 TRIAL_STARTS = "trial_starts.jsonl"
 CHECKPOINT_FOLDER = "resume"         # in a trial's folder while it runs: the engine's per-epoch state   # one JSON line per trial start: trial_id, tuner_id, pid, time

@@ -1,0 +1,7 @@
+"""`python -m headstart VERB ...` is the same as `headstart VERB ...`."""
+
+import sys
+
+from headstart.recipes.cli import main
+
+sys.exit(main())
