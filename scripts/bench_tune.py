@@ -25,12 +25,10 @@ import io
 import math
 import os
 import statistics
-import sys
 import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from headstart.models import backbones  # noqa: E402
 from headstart.recipes import finetune, tune  # noqa: E402

@@ -12,11 +12,9 @@ deviation of the test accuracy over seeds, and the mean wall time of the run.
 import argparse
 import os
 import statistics
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from headstart.recipes import finetune, semisupervised  # noqa: E402
 from headstart.recipes.cli import options_for  # noqa: E402
