@@ -1,9 +1,11 @@
 """EarlyStopping: stop when the monitored value stops improving, and go back to the best epoch."""
 
 import math
+import numbers
 import warnings
 
 import keras
+import numpy as np
 
 REASONS = ("patience", "non_finite", "diverged", "target_reached")
 
@@ -11,9 +13,19 @@ REASONS = ("patience", "non_finite", "diverged", "target_reached")
 class EarlyStopping(keras.callbacks.Callback):
     """Stop training when a monitored value stops improving; end with the best epoch's weights.
 
+    A drop-in for `keras.callbacks.EarlyStopping`: the same arguments in the same order
+    (`monitor, min_delta, patience, verbose, mode, baseline, restore_best_weights,
+    start_from_epoch`) with the same meaning, and the same decisions (which epoch stops,
+    which weights are restored). Two defaults differ on purpose: `restore_best_weights` is
+    on (a model that ends on its worst epochs is rarely what a recipe wants) and
+    `check_finite` (headstart's) stops at once on NaN. headstart's own arguments are
+    keyword-only.
+
     At the end of each epoch the monitored value (any key of the epoch logs, e.g.
-    `"val_loss"` or `"val_accuracy"`) is compared with the best so far. Training stops for
-    the first of these reasons, recorded in `stop_reason`:
+    `"val_loss"` or `"val_accuracy"`) is compared with the best so far. A metric logged as
+    a one-element array (e.g. `keras.metrics.F1Score(average=None)` on one class) counts as
+    its single number; a longer array is a `ValueError`. Training stops for the first of
+    these reasons, recorded in `stop_reason`:
 
     - `"non_finite"`: the monitored value or the training loss is NaN or infinite (checked
       after every batch and every epoch when `check_finite`); the epoch's weights are
@@ -21,17 +33,22 @@ class EarlyStopping(keras.callbacks.Callback):
       training) are restored.
     - `"target_reached"`: the monitored value is at least as good as `stopping_threshold`.
     - `"diverged"`: the monitored value is worse than `divergence_threshold`.
-    - `"patience"`: `patience` epochs have passed without an improvement (by more than
-      `min_delta`) that also beats `baseline`.
+    - `"patience"`: as in Keras, `wait` counts the epochs since the last one that improved
+      on the best value (by more than `min_delta`) and, if `baseline` is set, also beat
+      `baseline`; training stops at an epoch that did not improve on the best value once
+      `wait >= patience`. An epoch that improves on the best value never stops training,
+      even if it misses `baseline`; with `strict_baseline=True` it can (see below).
 
     With `restore_best_weights`, training always ends with the weights of the best epoch,
     the point before the monitored value started to get worse: after an early stop for any
-    reason, and also when `fit` runs out of epochs after the best one (Keras 3 does the same).
-    Epochs before `start_from_epoch` are not judged (no best, no patience, no thresholds),
-    but a non-finite value stops training during them too.
+    reason, and also when `fit` runs out of epochs (or another callback stops it) after the
+    best one, as Keras does. Epochs before `start_from_epoch` are not judged (no best, no
+    patience, no thresholds), but a non-finite value stops training during them too.
 
     What happened is kept for the recipe to print and save: `stop_reason` (one of `REASONS`,
-    or `None` if training ran all its epochs), `stopped_epoch`, `best_epoch`, `best_value`,
+    or `None` if training was not stopped by this callback), `stopped_epoch` (the epoch it
+    stopped at, `0` when it did not stop, as in Keras; `stop_reason` tells that apart from a
+    stop in the first epoch), `best_epoch`, `best_value` (also as Keras' `best`), `wait`,
     `restored_from` (`"best_epoch"`, `"train_begin"` or `None`) and `summary()`, a
     JSON-ready dict with a one-line `"message"`. Epoch indices count from 0, as in
     `history.epoch`; the message counts from 1, as the progress bar does.
@@ -43,24 +60,34 @@ class EarlyStopping(keras.callbacks.Callback):
 
     Args:
         monitor: Key of the epoch logs to watch. Defaults to `"val_loss"`.
+        min_delta: Smallest change that counts as an improvement (on the best value and on
+            `baseline`); must be >= 0. Defaults to `0`.
+        patience: Epochs without improvement after which training stops; `0` stops at the
+            first epoch that does not improve. Defaults to `0`.
+        verbose: `1` prints the summary message when training ends. Defaults to `0`.
         mode: `"min"`, `"max"`, or `"auto"` to take the direction from the metric (losses go
-            down; Keras metrics know their direction). Defaults to `"auto"`.
-        patience: Epochs without improvement after which training stops. Defaults to `5`.
-        min_delta: Smallest change that counts as an improvement. Defaults to `0.0`.
-        min_delta_mode: `"absolute"`, or `"relative"` to read `min_delta` as a fraction of
-            the best value so far. Defaults to `"absolute"`.
+            down; Keras metrics know their direction, e.g. accuracy and AUC go up). Defaults
+            to `"auto"`.
+        baseline: A value to beat: `wait` is only reset by epochs that improve on both the
+            best value and `baseline`, so if no epoch beats it training stops at the first
+            epoch from the `patience`-th on that does not improve on the best value.
+            Defaults to `None`.
+        restore_best_weights: End training with the best epoch's weights (Keras' default
+            is `False`). Defaults to `True`.
         start_from_epoch: Epochs to wait before judging the monitored value (a warm-up in
             which no improvement is expected). Defaults to `0`.
-        restore_best_weights: End training with the best epoch's weights. Defaults to `True`.
-        baseline: A value to beat: the patience count is only reset by epochs that improve
-            on both the best value and `baseline`. Defaults to `None`.
-        check_finite: Stop at once on a NaN or infinite monitored value or loss. Defaults
-            to `True`.
-        divergence_threshold: Stop at once when the monitored value is worse than this.
-            Defaults to `None`.
-        stopping_threshold: Stop at once when the monitored value reaches this. Defaults to
-            `None`.
-        verbose: `1` prints the summary message when training ends. Defaults to `0`.
+        strict_baseline: Keyword-only. With `True`, epochs that improve on the best value
+            but not on `baseline` count towards `patience` too, so training stops `patience`
+            epochs after the last epoch that beat `baseline` (or after the first epoch) even
+            while the value is still improving. Defaults to `False` (Keras' rule).
+        min_delta_mode: Keyword-only. `"absolute"`, or `"relative"` to read `min_delta` as a
+            fraction of the value compared with. Defaults to `"absolute"`.
+        stopping_threshold: Keyword-only. Stop at once when the monitored value reaches
+            this. Defaults to `None`.
+        divergence_threshold: Keyword-only. Stop at once when the monitored value is worse
+            than this. Defaults to `None`.
+        check_finite: Keyword-only. Stop at once on a NaN or infinite monitored value or
+            loss. Defaults to `True`.
 
     Example:
 
@@ -73,22 +100,24 @@ class EarlyStopping(keras.callbacks.Callback):
     # Only reads the batch's loss and sets flags, so Keras may run it off the main thread.
     async_safe = True
 
-    def __init__(self, monitor="val_loss", mode="auto", patience=5, min_delta=0.0, min_delta_mode="absolute",
-                 start_from_epoch=0, restore_best_weights=True, baseline=None, check_finite=True,
-                 divergence_threshold=None, stopping_threshold=None, verbose=0):
+    def __init__(self, monitor="val_loss", min_delta=0, patience=0, verbose=0, mode="auto", baseline=None,
+                 restore_best_weights=True, start_from_epoch=0, *, strict_baseline=False,
+                 min_delta_mode="absolute", stopping_threshold=None, divergence_threshold=None, check_finite=True):
         super().__init__()
         if not isinstance(monitor, str) or not monitor:
             raise ValueError(f"`monitor` must be the name of a logged metric. Received: monitor={monitor!r}")
         if mode not in ("auto", "min", "max"):
             raise ValueError(f"`mode` must be one of 'auto', 'min', 'max'. Received: mode={mode!r}")
         for name, value in (("patience", patience), ("start_from_epoch", start_from_epoch)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
                 raise ValueError(f"`{name}` must be an integer >= 0. Received: {name}={value!r}")
         if not _is_number(min_delta) or min_delta < 0:
             raise ValueError(f"`min_delta` must be a finite number >= 0. Received: min_delta={min_delta!r}")
         if min_delta_mode not in ("absolute", "relative"):
             raise ValueError("`min_delta_mode` must be 'absolute' or 'relative'. "
                              f"Received: min_delta_mode={min_delta_mode!r}")
+        if not isinstance(strict_baseline, bool):
+            raise ValueError(f"`strict_baseline` must be True or False. Received: strict_baseline={strict_baseline!r}")
         for name, value in (("baseline", baseline), ("divergence_threshold", divergence_threshold),
                             ("stopping_threshold", stopping_threshold)):
             if value is not None and not _is_number(value):
@@ -99,22 +128,28 @@ class EarlyStopping(keras.callbacks.Callback):
                                  f"Received: stopping_threshold={stopping_threshold!r}, "
                                  f"divergence_threshold={divergence_threshold!r}")
         self.monitor = monitor
-        self.mode = mode
-        self.patience = patience
         self.min_delta = min_delta
-        self.min_delta_mode = min_delta_mode
-        self.start_from_epoch = start_from_epoch
-        self.restore_best_weights = restore_best_weights
-        self.baseline = baseline
-        self.check_finite = check_finite
-        self.divergence_threshold = divergence_threshold
-        self.stopping_threshold = stopping_threshold
+        self.patience = int(patience)
         self.verbose = verbose
+        self.mode = mode
+        self.baseline = baseline
+        self.restore_best_weights = restore_best_weights
+        self.start_from_epoch = int(start_from_epoch)
+        self.strict_baseline = strict_baseline
+        self.min_delta_mode = min_delta_mode
+        self.stopping_threshold = stopping_threshold
+        self.divergence_threshold = divergence_threshold
+        self.check_finite = check_finite
         self._reset()
+
+    @property
+    def best(self):
+        """The best monitored value so far, under Keras' name (`None` before the first judged epoch)."""
+        return self.best_value
 
     def _reset(self):
         self.stop_reason = None
-        self.stopped_epoch = None
+        self.stopped_epoch = 0     # as in Keras: 0 unless this callback stopped training
         self.stopped_step = None   # the batch (from 0) whose loss was not finite
         self.best_epoch = None
         self.best_value = None
@@ -146,7 +181,8 @@ class EarlyStopping(keras.callbacks.Callback):
             state, self.best_weights = pending
             self.best_value, self.best_epoch, self.wait = state["best_value"], state["best_epoch"], state["wait"]
             self._direction = state["direction"] or self._direction
-            self.stop_reason, self.stopped_epoch = state["stop_reason"], state["stopped_epoch"]
+            # Checkpoints written before stopped_epoch followed Keras hold None for "did not stop".
+            self.stop_reason, self.stopped_epoch = state["stop_reason"], state["stopped_epoch"] or 0
             self._detail = state["detail"]
         if self.restore_best_weights and self.check_finite:
             # A NaN in the first epoch leaves no best epoch to go back to: keep the start.
@@ -158,21 +194,24 @@ class EarlyStopping(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if self.check_finite and self.stop_reason is None:
             loss = (logs or {}).get("loss")
-            if loss is not None and not math.isfinite(loss):
+            if loss is not None and not _all_finite(loss):
                 self.stopped_step = batch
-                self._stop(self._epoch, "non_finite", f"loss became {loss} at step {batch + 1}")
+                self._stop(self._epoch, "non_finite", f"loss became {_plain(loss)} at step {batch + 1}")
 
     def on_epoch_end(self, epoch, logs=None):
         if self.stop_reason is not None:
             return  # stopped during this epoch; its values say nothing about the weights to keep
         self._last_epoch = epoch
         logs = logs or {}
+        current = logs.get(self.monitor)
+        if current is not None:
+            current = self._scalar(current)
         if self.check_finite:
             for key in dict.fromkeys((self.monitor, "loss")):
-                if key in logs and not math.isfinite(logs[key]):
-                    self._stop(epoch, "non_finite", f"{key} became {logs[key]}")
+                value = current if key == self.monitor else logs.get(key)
+                if value is not None and not _all_finite(value):
+                    self._stop(epoch, "non_finite", f"{key} became {_plain(value)}")
                     return
-        current = logs.get(self.monitor)
         if current is None:
             if not self._warned_missing:
                 self._warned_missing = True
@@ -184,10 +223,11 @@ class EarlyStopping(keras.callbacks.Callback):
             return
         if self._direction is None:
             self._direction = self._infer_direction()
-        current = float(current)
 
+        # Keras' rule: count the epoch, then reset the count if it beats both the best value and the baseline.
         self.wait += 1
-        if self.best_value is None or self._improves_on(current, self.best_value):
+        improved = self.best_value is None or self._improves_on(current, self.best_value)
+        if improved:
             self.best_value, self.best_epoch = current, epoch
             if self.restore_best_weights:
                 self.best_weights = self.model.get_weights()
@@ -200,7 +240,8 @@ class EarlyStopping(keras.callbacks.Callback):
         elif self.divergence_threshold is not None and _better(self.divergence_threshold, current, self._direction):
             self._stop(epoch, "diverged",
                        f"{self.monitor}={current:.4g} is worse than divergence_threshold={self.divergence_threshold:g}")
-        elif self.wait > 0 and self.wait >= self.patience:
+        elif (not improved or self.strict_baseline) and self.wait > 0 and self.wait >= self.patience:
+            # Keras never stops on an improving epoch; strict_baseline does, when it missed the baseline.
             self._stop(epoch, "patience", f"{self.monitor} did not improve for {self.wait} epoch{'s' if self.wait > 1 else ''}"
                        + ("" if self.baseline is None else f" beyond baseline={self.baseline:g}"))
 
@@ -249,14 +290,26 @@ class EarlyStopping(keras.callbacks.Callback):
         self.stop_reason, self.stopped_epoch, self._detail = reason, epoch, detail
         self.model.stop_training = True
 
+    def _scalar(self, value):
+        """The monitored value as a float; a one-element array (a one-class per-class metric) is its element."""
+        if isinstance(value, numbers.Real):
+            return float(value)
+        shape = tuple(np.shape(value))
+        if math.prod(shape) != 1:
+            raise ValueError(f"EarlyStopping can only monitor a single number, but `{self.monitor}` is logged as an "
+                             f"array of shape {shape} (e.g. a per-class metric): monitor an averaged metric instead "
+                             f"(e.g. F1Score(average='macro')). Received: monitor={self.monitor!r} with shape {shape}")
+        return float(np.reshape(np.asarray(value), ()))
+
     def _improves_on(self, current, reference):
         if self.min_delta_mode == "relative":
             delta = self.min_delta * abs(reference)
         else:
             delta = self.min_delta
+        # Written as Keras' MonitorCallback._is_improvement does, so ties round the same way.
         if self._direction == "min":
-            return current < reference - delta
-        return current > reference + delta
+            return current + delta < reference
+        return current - delta > reference
 
     def _infer_direction(self):
         name = self.monitor.removeprefix("val_")
@@ -271,7 +324,17 @@ class EarlyStopping(keras.callbacks.Callback):
 
 
 def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _all_finite(value):
+    return bool(np.all(np.isfinite(np.asarray(value, dtype=np.float64))))
+
+
+def _plain(value):
+    """A logged value for a message: a number as itself, a one-element array as its element."""
+    array = np.asarray(value, dtype=np.float64)
+    return float(array.reshape(())) if array.size == 1 else array.tolist()
 
 
 def _better(value, reference, direction):

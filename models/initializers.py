@@ -16,6 +16,10 @@ import math
 import numbers
 
 import keras
+# Keras' own fan counting, called rather than copied so the two can never disagree. It is not
+# in the public API. Its axes arguments (which EinsumDense passes) are newer than Keras 3.0,
+# so compute_fans below passes them only when it is given them.
+from keras.src.initializers.random_initializers import compute_fans as _keras_compute_fans
 
 from headstart.models.activations import LEAKY_RELU_SLOPE, check_activation
 
@@ -74,26 +78,30 @@ def calculate_gain(activation, negative_slope=LEAKY_RELU_SLOPE):
     return math.sqrt(2.0)
 
 
-def compute_fans(shape):
-    """`(fan_in, fan_out)` of a kernel, with Keras' convention.
+def compute_fans(shape, input_axes=None, output_axes=None):
+    """`(fan_in, fan_out)` of a kernel, exactly as Keras counts them (Keras' own `compute_fans`).
 
-    A Dense kernel is `(inputs, units)`; a convolution kernel is `(*spatial, inputs,
-    filters)` and both fans are multiplied by the receptive field (the product of the
-    spatial dimensions). A vector counts as its own fan in and out; a scalar as 1.
+    With `input_axes` and `output_axes` (which `EinsumDense`, and so `MultiHeadAttention`,
+    pass to a `VarianceScaling` initializer), the fans are the products of those axes: a
+    `(32, 8, 16)` query kernel with input axis 0 and output axes 1 and 2 has fan_in 32 and
+    fan_out 128. Without them the shape alone decides: a scalar counts as 1 in and out, a
+    vector as its own length, a Dense kernel is `(inputs, units)`, and any higher rank is
+    read as a convolution kernel `(*spatial, inputs, filters)`, both fans multiplied by the
+    receptive field (the product of the spatial dimensions).
 
     Args:
         shape: The kernel shape, a tuple of ints.
+        input_axes: The axes of the input units, or `None`. Defaults to `None`.
+        output_axes: The axes of the output units, or `None`. Defaults to `None`. Both
+            axes must be given for either to count, as in Keras.
 
     Returns:
         A tuple of two Python ints.
     """
     shape = tuple(int(dim) for dim in shape)
-    if len(shape) == 0:
-        return 1, 1
-    if len(shape) == 1:
-        return shape[0], shape[0]
-    receptive_field = math.prod(shape[:-2])
-    return shape[-2] * receptive_field, shape[-1] * receptive_field
+    if input_axes is None and output_axes is None:
+        return _keras_compute_fans(shape)
+    return _keras_compute_fans(shape, input_axes=input_axes, output_axes=output_axes)
 
 
 class _SeededInitializer(keras.initializers.Initializer):
@@ -124,12 +132,16 @@ class _SeededInitializer(keras.initializers.Initializer):
 
 
 @keras.saving.register_keras_serializable(package="headstart")
-class VarianceScaling(_SeededInitializer):
+class VarianceScaling(_SeededInitializer, keras.initializers.VarianceScaling):
     """Zero-mean weights with variance `gain**2 / fan`: Glorot, He and LeCun in one class.
 
     `fan` is the number of input units (`mode="fan_in"`), output units (`"fan_out"`) or
-    their mean (`"fan_avg"`), counted as Keras does (see `compute_fans`). The gain is given
-    directly or derived from the activation that follows the layer (`calculate_gain`):
+    their mean (`"fan_avg"`), counted exactly as Keras counts them (see `compute_fans`).
+    The class is a `keras.initializers.VarianceScaling` (with `scale = gain**2`), so
+    `EinsumDense` and `MultiHeadAttention` hand it their kernels' input and output axes as
+    they do Keras' own: a `(32, 8, 16)` attention kernel gets fan_in 32, not the 256 a
+    convolution of that shape would have. The gain is given directly or derived from the
+    activation that follows the layer (`calculate_gain`):
 
     - Glorot / Xavier: `mode="fan_avg"`, gain 1.
     - He / Kaiming: `mode="fan_in"`, `activation="relu"` (gain sqrt(2)); other activations
@@ -154,6 +166,9 @@ class VarianceScaling(_SeededInitializer):
         negative_slope: The leaky ReLU slope used for its gain. Defaults to
             `LEAKY_RELU_SLOPE`.
         seed: An integer or a `keras.random.SeedGenerator`. Defaults to `None`.
+        input_axes: The kernel axes of the input units, as in Keras (`EinsumDense` sets
+            them); `None` counts from the shape alone. Defaults to `None`.
+        output_axes: The kernel axes of the output units, as in Keras. Defaults to `None`.
 
     Example:
 
@@ -169,6 +184,8 @@ class VarianceScaling(_SeededInitializer):
         activation=None,
         negative_slope=LEAKY_RELU_SLOPE,
         seed=None,
+        input_axes=None,
+        output_axes=None,
     ):
         if mode not in MODES:
             raise ValueError(
@@ -195,6 +212,10 @@ class VarianceScaling(_SeededInitializer):
         self.activation = activation
         self.negative_slope = float(negative_slope)
         self._gain_argument = None if gain is None else float(gain)
+        self.input_axes = _check_axes(input_axes, "input_axes")
+        self.output_axes = _check_axes(output_axes, "output_axes")
+        # Keras' VarianceScaling.__init__ is not called: everything it sets is set here
+        # (`scale` is a property), and its seed handling is replaced by _SeededInitializer's.
         super().__init__(seed=seed)
 
     @property
@@ -206,9 +227,14 @@ class VarianceScaling(_SeededInitializer):
             return 1.0
         return calculate_gain(self.activation, self.negative_slope)
 
+    @property
+    def scale(self):
+        """Keras' name for `gain**2`, the numerator of the variance."""
+        return self.gain**2
+
     def variance(self, shape):
         """The variance the draws for a kernel of `shape` have: `gain**2 / fan`."""
-        fan_in, fan_out = compute_fans(shape)
+        fan_in, fan_out = compute_fans(shape, self.input_axes, self.output_axes)
         fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0}[self.mode]
         return self.gain**2 / max(1.0, fan)
 
@@ -233,6 +259,8 @@ class VarianceScaling(_SeededInitializer):
             "distribution": self.distribution,
             "activation": self.activation,
             "negative_slope": self.negative_slope,
+            "input_axes": self.input_axes,
+            "output_axes": self.output_axes,
         }
         return {**base_config, **config}
 
@@ -428,3 +456,13 @@ def _check_negative_slope(negative_slope):
             f"Received: negative_slope={negative_slope!r}"
         )
 
+
+def _check_axes(axes, name):
+    """`None`, or the axes as a list of ints (JSON-ready for the config)."""
+    if axes is None:
+        return None
+    if isinstance(axes, (str, bytes)) or not hasattr(axes, "__iter__") or not all(
+        isinstance(axis, numbers.Integral) and not isinstance(axis, bool) for axis in axes
+    ):
+        raise ValueError(f"`{name}` must be a list of integer axes or None. Received: {name}={axes!r}")
+    return [int(axis) for axis in axes]

@@ -61,17 +61,132 @@ def test_calculate_gain_matches_closed_formulas():
         assert initializers.calculate_gain("leaky_relu", slope) == pytest.approx(expected), slope
 
 
-def test_fans_follow_keras_convention():
-    expected_fans = {
-        (): (1, 1),
-        (7,): (7, 7),
-        (3, 5): (3, 5),
-        (4, 3, 5): (12, 20),
-        (2, 3, 4, 5, 6): (120, 144),
-        CONV_SHAPE: FANS[CONV_SHAPE],
-    }
-    for shape, expected in expected_fans.items():
-        assert initializers.compute_fans(shape) == expected, shape
+# (shape, input_axes, output_axes, (fan_in, fan_out)), worked out by hand from Keras' rules.
+EXPECTED_FANS = [
+    ((), None, None, (1, 1)),
+    ((7,), None, None, (7, 7)),
+    ((3, 5), None, None, (3, 5)),
+    ((4, 3, 5), None, None, (12, 20)),                # a 1-D convolution, width 4
+    ((3, 3, 16, 32), None, None, (144, 288)),         # a 2-D convolution
+    ((2, 3, 4, 5, 6), None, None, (120, 144)),        # a 3-D convolution
+    (CONV_SHAPE, None, None, FANS[CONV_SHAPE]),
+    # EinsumDense / MultiHeadAttention kernels, with the axes the layer passes.
+    ((32, 8, 16), [0], [1, 2], (32, 128)),            # query/key/value: dim -> (heads, key_dim)
+    ((8, 16, 32), [0, 1], [2], (128, 32)),            # attention output: (heads, key_dim) -> dim
+    ((64, 4, 16), [0], [1, 2], (64, 64)),
+    ((5, 6, 7, 8), [1, 2], [3], (42, 8)),
+    # Keras counts the axes only when both are given.
+    ((32, 8, 16), [0], None, (256, 512)),
+]
+
+
+def test_fans_are_keras_own():
+    from keras.src.initializers.random_initializers import compute_fans as keras_compute_fans
+
+    for shape, input_axes, output_axes, expected in EXPECTED_FANS:
+        label = f"shape={shape}, input_axes={input_axes}, output_axes={output_axes}"
+        ours = initializers.compute_fans(shape, input_axes, output_axes)
+        assert ours == keras_compute_fans(shape, input_axes=input_axes, output_axes=output_axes), label
+        assert ours == expected, label
+        assert all(type(fan) is int for fan in ours), label
+
+
+# Our distribution -> Keras' name for the same draws (Keras' "normal" means truncated).
+KERAS_DISTRIBUTION = {"normal": "untruncated_normal", "truncated_normal": "truncated_normal", "uniform": "uniform"}
+# Kernels of rank 1 to 5: vector, Dense, 1-D conv or einsum, 2-D conv, 3-D conv.
+RANK_SHAPES = ((7,), (3, 5), (32, 8, 16), (3, 3, 16, 32), (2, 3, 4, 5, 6))
+
+
+def _scale_of_draw(monkeypatch, initializer, shape):
+    """Call `initializer` and return the (function, stddev or limit) it asked the backend for.
+
+    Keras' VarianceScaling and ours both draw through `keras.src.backend.random`, so its
+    arguments are the scale each computed, compared here without sampling error.
+    """
+    from keras.src.backend import random as backend_random
+
+    calls = []
+    for name, argument in (("normal", "stddev"), ("truncated_normal", "stddev"), ("uniform", "maxval")):
+        original = getattr(backend_random, name)
+
+        def spy(*args, _original=original, _name=name, _argument=argument, **kwargs):
+            calls.append((_name, kwargs[_argument]))
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(backend_random, name, spy)
+    initializer(shape, dtype="float32")
+    monkeypatch.undo()
+    assert len(calls) == 1, calls
+    return calls[0]
+
+
+def test_variance_scaling_scale_matches_keras_for_every_rank_mode_and_distribution(monkeypatch):
+    cases = [(shape, None, None) for shape in RANK_SHAPES] + [((32, 8, 16), [0], [1, 2]), ((8, 16, 32), [0, 1], [2])]
+    for (shape, input_axes, output_axes), mode, distribution in itertools.product(
+        cases, initializers.MODES, initializers.DISTRIBUTIONS
+    ):
+        label = f"shape={shape}, axes={input_axes}/{output_axes}, mode={mode}, distribution={distribution}"
+        ours = initializers.VarianceScaling(gain=1.0, mode=mode, distribution=distribution, seed=1,
+                                            input_axes=input_axes, output_axes=output_axes)
+        theirs = keras.initializers.VarianceScaling(scale=1.0, mode=mode, seed=1,
+                                                    distribution=KERAS_DISTRIBUTION[distribution],
+                                                    input_axes=input_axes, output_axes=output_axes)
+        our_function, our_scale = _scale_of_draw(monkeypatch, ours, shape)
+        their_function, their_scale = _scale_of_draw(monkeypatch, theirs, shape)
+        assert our_function == their_function, label
+        assert our_scale == pytest.approx(their_scale, rel=1e-12), label
+        # variance() reports the same number the draw used.
+        stddev = math.sqrt(ours.variance(shape))
+        expected = {"normal": stddev, "truncated_normal": stddev / initializers.TRUNCATED_NORMAL_STDDEV,
+                    "uniform": math.sqrt(3) * stddev}[distribution]
+        assert our_scale == pytest.approx(expected, rel=1e-12), label
+
+
+def test_variance_scaling_draws_match_keras_draws():
+    # The sample statistics too, for a conv kernel and an einsum kernel with its axes.
+    for (shape, input_axes, output_axes), mode in itertools.product(
+        (((3, 3, 16, 32), None, None), ((32, 8, 16), [0], [1, 2])), initializers.MODES
+    ):
+        label = f"shape={shape}, mode={mode}"
+        ours = _draw(initializers.VarianceScaling(mode=mode, seed=2, input_axes=input_axes,
+                                                  output_axes=output_axes), shape)
+        theirs = _draw(keras.initializers.VarianceScaling(mode=mode, seed=3, input_axes=input_axes,
+                                                          output_axes=output_axes), shape)
+        # 4096-4608 draws each: the std is known to about 1.1% per sample.
+        np.testing.assert_allclose(ours.std(), theirs.std(), rtol=0.08, err_msg=label)
+
+
+def _attention_kernel_stds(kernel_initializer):
+    inputs = keras.Input((10, 32))
+    attention = keras.layers.MultiHeadAttention(num_heads=8, key_dim=16, kernel_initializer=kernel_initializer)
+    attention(inputs, inputs)
+    einsum = keras.layers.EinsumDense("ab,bcd->acd", output_shape=(4, 16), kernel_initializer=kernel_initializer)
+    einsum(keras.Input((64,)))
+    kernels = [weight for weight in attention.weights if weight.path.endswith("kernel")] + [einsum.kernel]
+    return {weight.path.split("/", 1)[1]: (tuple(weight.shape), float(np.std(weight.numpy()))) for weight in kernels}
+
+
+def test_einsum_and_attention_kernels_get_keras_std():
+    for distribution, mode in itertools.product(("truncated_normal", "uniform"), initializers.MODES):
+        ours = _attention_kernel_stds(initializers.VarianceScaling(mode=mode, distribution=distribution))
+        theirs = _attention_kernel_stds(keras.initializers.VarianceScaling(mode=mode, distribution=distribution))
+        assert set(ours) == {"query/kernel", "key/kernel", "value/kernel", "attention_output/kernel", "kernel"}
+        for name, (shape, std) in ours.items():
+            label = f"{name} {shape}, mode={mode}, distribution={distribution}"
+            assert shape == theirs[name][0], label
+            # 4096 weights per kernel: about 1.1% standard error on each std. Counting the
+            # kernel as a convolution would be off by a factor of 2 to 2.8.
+            np.testing.assert_allclose(std, theirs[name][1], rtol=0.08, err_msg=label)
+        # The independent check of Keras' rule: query kernel (32, 8, 16) has fan_in 32, fan_out 128.
+        fan = {"fan_in": 32, "fan_out": 128, "fan_avg": 80}[mode]
+        np.testing.assert_allclose(ours["query/kernel"][1], 1 / math.sqrt(fan), rtol=0.06)
+
+
+def test_is_a_keras_variance_scaling_with_keras_scale():
+    init = initializers.VarianceScaling(activation="relu")
+    assert isinstance(init, keras.initializers.VarianceScaling)
+    assert init.scale == pytest.approx(2.0)
+    assert (init.input_axes, init.output_axes) == (None, None)
 
 
 @pytest.mark.parametrize("distribution", initializers.DISTRIBUTIONS)
@@ -225,6 +340,7 @@ ALL_INITIALIZERS = [
     lambda: initializers.VarianceScaling(
         mode="fan_avg", distribution="normal", activation="leaky_relu", negative_slope=0.1, seed=7
     ),
+    lambda: initializers.VarianceScaling(mode="fan_avg", seed=7, input_axes=[1], output_axes=[0]),
     lambda: initializers.RandomNormal(stddev=0.3, seed=7),
     lambda: initializers.Zeros(),
     lambda: initializers.Constant(2.5),
@@ -254,8 +370,13 @@ def test_config_holds_plain_python_values():
         "distribution": "truncated_normal",
         "activation": None,
         "negative_slope": 0.0,
+        "input_axes": None,
+        "output_axes": None,
     }
     assert all(type(value) in (int, float, str, type(None)) for value in config.values())
+    axes = initializers.VarianceScaling(input_axes=(0,), output_axes=np.array([1, 2])).get_config()
+    assert (axes["input_axes"], axes["output_axes"]) == ([0], [1, 2])
+    assert all(type(axis) is int for axis in axes["input_axes"] + axes["output_axes"])
 
 
 def test_seeded_initializer_repeats_and_unseeded_draws_afresh():
@@ -297,6 +418,9 @@ BAD_VARIANCE_SCALING_ARGUMENTS = (
         ({"negative_slope": -0.1}, "negative_slope=-0.1"),
         ({"gain": 2.0, "activation": "relu"}, "gain=2.0, activation='relu'"),
         ({"seed": 1.5}, "seed=1.5"),
+        ({"input_axes": "0"}, "input_axes='0'"),
+        ({"output_axes": [1.5]}, r"output_axes=\[1.5\]"),
+        ({"output_axes": 2}, "output_axes=2"),
 )
 
 

@@ -104,14 +104,18 @@ def test_initialization_quick(tmp_path):
 
 
 def test_symmetry_quick(tmp_path):
+    from headstart.recipes.studies import symmetry
+
     result = run_quick("symmetry", tmp_path)
     findings = result.findings
-    # Equal hidden weights stay exactly equal under SGD without dropout ...
-    assert findings["max_spread_without_dropout"] == 0.0
-    # ... and dropout makes the units diverge in every hidden layer.
-    assert min(findings["final_spread_with_dropout"]) > 0.01
+    # Equal hidden weights stay equal under SGD without dropout, up to float rounding (a matrix
+    # product may sum tied columns in different orders: 6.4e-10 was seen on a loaded machine) ...
+    assert findings["max_spread_without_dropout"] < symmetry.IDENTICAL == 1e-6
+    # ... and dropout makes the units diverge in every hidden layer, four orders of magnitude more.
+    assert min(findings["final_spread_with_dropout"]) > symmetry.BROKEN == 0.01
     spreads = findings["spread_per_epoch"]["equal weights + dropout"]
-    assert spreads[0] == [0.0, 0.0] and min(spreads[-1]) > 0.0
+    # At initialisation the units are copies of one constant: identical by construction, exactly.
+    assert spreads[0] == [0.0, 0.0] and min(spreads[-1]) > symmetry.BROKEN
     assert min(findings["final_spread_random_init"]) > 1.0
     assert (tmp_path / "symmetry.png").exists()
 

@@ -14,13 +14,15 @@ the units are identical and the layer works as a single unit.
 For the symmetry to be exact the units' *outgoing* weights must be equal too (otherwise the
 next layer hands each unit a different error signal and breaks the tie by itself, as the
 lecture's argument assumes away): the logits layer gets one random row repeated for every
-hidden unit. Without dropout the distance then stays exactly 0 for the whole run; with
-dropout each unit is dropped at random, gets its own gradient, and the units drift apart.
+hidden unit. Without dropout the distance then stays at 0 up to float rounding for the whole
+run (the tied units get the same updates, but a matrix product may sum their columns in a
+different order, so the study calls them identical below `IDENTICAL`, 1e-6, not at exactly 0);
+with dropout each unit is dropped at random, gets its own gradient, and the units drift apart.
 """
 
 import numpy as np
 
-from headstart.recipes.studies import StudyResult, digits_arrays, markdown_table, pyplot
+from headstart.recipes.studies import StudyResult, digits_arrays, markdown_table, pyplot, say
 
 DESCRIPTION = "equal hidden weights stay equal under SGD; dropout breaks the symmetry"
 CLAIM = ("A network whose hidden weights all start equal keeps its hidden units identical under minibatch SGD, "
@@ -35,7 +37,9 @@ BATCH_SIZE = 32
 EPOCHS = 20
 QUICK = {"epochs": 3}
 CONDITIONS = ("equal weights", "equal weights + dropout", "random init (reference)")
-# Identical: the relative distance never exceeds this (float32 rounding would be ~1e-7).
+# Identical: the relative distance never exceeds this. Not 0: how a matrix product splits its
+# columns into blocks (and so the order in which it sums) can depend on the threads available,
+# so tied units may differ by float32 rounding (6.4e-10 seen on a loaded machine).
 IDENTICAL = 1e-6
 # Broken: with dropout the final relative distance is at least this, four orders above IDENTICAL
 # (random init: ~1.4; a 3-epoch quick run reaches 0.06-0.4 depending on the seed).
@@ -53,6 +57,7 @@ def unit_spread(kernel, bias):
 
 def train(condition, data, epochs, seed):
     """Train one condition; returns per-epoch spreads per hidden layer and validation accuracy."""
+    say(f"training {condition} ({epochs} epochs)")
     import keras
 
     from headstart.models import build_mlp, initializers
@@ -131,8 +136,9 @@ def run(run_dir, *, quick=False, seed=0):
                "val accuracy")
     table = markdown_table(headers, rows)
     if supported:
-        summary = (f"Without dropout the equal hidden units stayed identical for all {epochs} epochs (largest relative "
-                   f"distance {findings['max_spread_without_dropout']:.1g}); with dropout they drifted apart to "
+        summary = (f"Without dropout the equal hidden units stayed identical up to float rounding for all {epochs} "
+                   f"epochs (largest relative distance {findings['max_spread_without_dropout']:.1g}); with dropout "
+                   f"they drifted apart to "
                    f"{min(findings['final_spread_with_dropout']):.2f}-{max(findings['final_spread_with_dropout']):.2f} "
                    f"(random init: {min(findings['final_spread_random_init']):.2f}), and validation accuracy was "
                    f"{equal['val_accuracy'][-1]:.2f} vs {dropout['val_accuracy'][-1]:.2f}.")
