@@ -19,7 +19,7 @@ def run(args):
         for name in models.list_models():
             print(f"{name:<20} {models.describe_model(name)}")
     elif args.what == "backbones":
-        from headstart.models import backbones
+        from headstart.models import backbone_specs as backbones   # the registry: no Keras needed
 
         print(f"{'name':<22} {'family':<20} {'min px':>6} {'default px':>10}")
         for name in backbones.list_backbones():

@@ -23,14 +23,13 @@ import re
 import shlex
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 # Runs the CLI, then says on stdout whether TensorFlow had been imported by then.
-DRIVER = ("import sys, recipes.cli as cli; status = cli.main(sys.argv[1:]); "
+DRIVER = ("import sys, headstart.recipes.cli as cli; status = cli.main(sys.argv[1:]); "
           "print('TF' if 'tensorflow' in sys.modules else 'noTF'); sys.exit(status)")
 # Verbs that write a run directory: each case gets `--runs-dir runs` (inside its folder) first.
 RUN_VERBS = ("finetune", "pretrain", "lr-find", "semisupervised", "study", "tune")
@@ -44,11 +43,6 @@ TF_LOAD_NOISE = re.compile(r"^([IWEF]\d{4} [\d:.]+ +\d+ \S+:\d+\] |WARNING: All 
                            r"instructions: )")
 # A local port nothing listens on (the discard port): "offline" in a second, on any machine.
 CLOSED_PROXY = "http://127.0.0.1:9"
-
-# Why finetune / pretrain / lr-find import TensorFlow before their cheap checks today.
-VALIDATE_IMPORTS_KERAS = ("finetune.validate / pretrain.validate import models.backbones (models/__init__.py "
-                          "imports keras) before any check; see the report of the bad-input sweep")
-
 
 # ## Files some cases need, made in the case's folder before the snapshot.
 
@@ -102,25 +96,17 @@ class Case:
 
     needs_tf: why the check can only be made with TensorFlow imported (None: it must not be).
     setup: makes files in the case's folder before it runs.
-    tf_first: the check needs no TensorFlow, but the verb imports it before checking today
-        (VALIDATE_IMPORTS_KERAS): the "no TensorFlow" test is a strict xfail until fixed.
     """
 
     argv: str
     words: tuple
     needs_tf: str | None = None
     setup: object = None
-    tf_first: bool = False
 
 
-def case(argv, *words, needs_tf=None, setup=None, tf_first=False):
+def case(argv, *words, needs_tf=None, setup=None):
     label = f"{argv} [{setup.__name__}]" if setup is not None else argv
-    return pytest.param(Case(argv, words, needs_tf, setup, tf_first), id=label)
-
-
-def late(argv, *words, **extras):
-    """A case checked after the verb has imported TensorFlow for no reason (see `Case.tf_first`)."""
-    return case(argv, *words, tf_first=True, **extras)
+    return pytest.param(Case(argv, words, needs_tf, setup), id=label)
 
 
 CASES = [
@@ -154,15 +140,15 @@ CASES = [
     case("finetune --gradual-unfreeze 0", "--gradual-unfreeze", "1 or more"),
 
     # ## finetune: unknown names, missing files
-    late("finetune --backbone resnet9", "Unknown backbone", "did you mean", "resnet8", "headstart list backbones"),
-    late("finetune --backbone mobilenet_v2 --weights none --image-size 16", "mobilenet_v2", "at least 32x32"),
-    late("finetune --weights digits-source --backbone mobilenet_v2", "digits-source", "own backbones",
+    case("finetune --backbone resnet9", "Unknown backbone", "did you mean", "resnet8", "headstart list backbones"),
+    case("finetune --backbone mobilenet_v2 --weights none --image-size 16", "mobilenet_v2", "at least 32x32"),
+    case("finetune --weights digits-source --backbone mobilenet_v2", "digits-source", "own backbones",
          "--weights imagenet"),
-    late("finetune --weights imagenet", "resnet8", "no ImageNet weights", "--weights PATH"),
-    late("finetune --backbone mobilenet_v2 --weights imagenet", "ImageNet weights for mobilenet_v2",
+    case("finetune --weights imagenet", "resnet8", "no ImageNet weights", "--weights PATH"),
+    case("finetune --backbone mobilenet_v2 --weights imagenet", "ImageNet weights for mobilenet_v2",
          "cannot be downloaded", "on a machine with internet", "--weights PATH"),
-    late("finetune --weights missing.keras", "weights file does not exist", "missing.keras"),
-    late("finetune --weights model.pt", "Weights must be", ".keras", setup=unknown_weights_kind),
+    case("finetune --weights missing.keras", "weights file does not exist", "missing.keras"),
+    case("finetune --weights model.pt", "Weights must be", ".keras", setup=unknown_weights_kind),
     case("finetune --weights bad.keras --image-size 16", "bad.keras", setup=corrupt_weights,
          needs_tf="only Keras can tell whether a .keras file holds a model"),
     case("finetune --weights none --unfreeze stage9", "--unfreeze stage9", "stage1, stage2, stage3",
@@ -196,12 +182,12 @@ CASES = [
     case("finetune --resume --name never_started", "no run", "never_started", "run without --resume"),
     case("finetune --resume --overwrite --name old", "--resume", "--overwrite", "pass one of them",
          setup=existing_run("finetune")),
-    late("finetune --resume --name old", "--resume", "already finished", "another --name",
+    case("finetune --resume --name old", "--resume", "already finished", "another --name",
          setup=existing_run("finetune")),
 
     # ## pretrain
-    late("pretrain --model mobilenet_v2", "keras.applications", "resnet8"),
-    late("pretrain --model resnet9", "Unknown backbone", "resnet8"),
+    case("pretrain --model mobilenet_v2", "keras.applications", "resnet8"),
+    case("pretrain --model resnet9", "Unknown backbone", "resnet8"),
     case("pretrain --epochs -3", "--epochs", "0 or more"),
     case("pretrain --augment blur", "augment", "flip, rotation"),
     case("pretrain --name old", "already exists", "--overwrite", setup=existing_run("pretrain")),
@@ -243,10 +229,10 @@ CASES = [
     case("tune --max-trials 0", "--max-trials", "1 or more"),
     case("tune --hyperband-factor 1", "--hyperband-factor", "2 or more"),
     case("tune --epochs 0 --finetune-epochs 0", "at least one epoch"),
-    late("tune --backbone resnet9", "Unknown backbone", "resnet8"),
+    case("tune --backbone resnet9", "Unknown backbone", "resnet8"),
     case("tune --resume", "--resume needs the --name"),
     case("tune --resume --name never_started", "no run", "run without --resume"),
-    late("tune --resume --name old", "--resume", "no search to continue", setup=existing_run("tune")),
+    case("tune --resume --name old", "--resume", "no search to continue", setup=existing_run("tune")),
     case("tune --name old", "already exists", "--overwrite", setup=existing_run("tune")),
 
     # ## list and study
@@ -339,10 +325,9 @@ def test_refused_in_one_line_with_exit_2_writing_nothing(bad, outcomes):
     assert outcome.after == outcome.before, "the refusal created or changed files"
 
 
-# The same runs, for the cases whose check needs no TensorFlow: it must not be imported.
-NO_TF_CASES = [pytest.param(param.values[0], id=param.id,
-                            marks=[pytest.mark.xfail(strict=True, reason=VALIDATE_IMPORTS_KERAS)]
-                            if param.values[0].tf_first else [])
+# The same runs, for the cases whose check needs no TensorFlow: it must not be imported. The
+# backbone checks (names, sizes, weights files, ImageNet offline) read `headstart.models.backbone_specs`.
+NO_TF_CASES = [pytest.param(param.values[0], id=param.id)
                for param in CASES if param.values[0].needs_tf is None]
 
 
