@@ -2,10 +2,12 @@
 
 import hashlib
 import io
+import math
 import socket
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -197,6 +199,73 @@ def test_image_folder_gives_one_channel_when_asked(image_folder):
     assert images.shape[1:] == (4, 4, 1)
 
 
+def make_image_folder(root, classes=("a", "b", "c"), per_class=7, size=10, seed=0):
+    """`per_class` random RGB PNGs of `size` px in each class sub-folder of `root`; returns `root`.
+
+    Random pixels: a real (if meaningless) folder of images, decoded by the real pipeline."""
+    rng = np.random.default_rng(seed)
+    for class_name in classes:
+        (root / class_name).mkdir(parents=True, exist_ok=True)
+        for index in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(
+                root / class_name / f"{index}.png")
+    return root
+
+
+def _one_bit_bmp(path):
+    """A BMP PIL reads and TensorFlow's decoder does not (1 bit per pixel)."""
+    Image.fromarray(np.eye(6, dtype=bool)).save(path)
+    return path
+
+
+def test_image_folder_skips_bmps_tensorflow_cannot_decode_and_keeps_known_lengths(tmp_path):
+    make_image_folder(tmp_path, classes=("a", "b"), per_class=5)
+    bad = _one_bit_bmp(tmp_path / "a" / "one_bit.bmp")
+    Image.fromarray(np.full((6, 6), 200, np.uint8)).save(tmp_path / "b" / "gray.bmp")   # 8-bit: kept
+
+    with pytest.warns(data.SkippedImageWarning, match=r"one_bit\.bmp.*1-bit BMP") as caught:
+        splits = data.load(str(tmp_path), image_size=4, batch_size=3)
+    assert [str(w.message) for w in caught if w.category is data.SkippedImageWarning][0].count("Skipping") == 1
+    assert str(bad) in str(caught[0].message)
+    assert sum(splits.num_examples.values()) == 11
+    for split in ("train", "val", "test"):
+        batches = getattr(splits, split)
+        # Known to tf.data (no element is dropped on the way), and what the split yields.
+        assert batches.cardinality().numpy() == math.ceil(splits.num_examples[split] / 3)
+        assert len(collect(batches)[1]) == splits.num_examples[split]
+
+
+def test_folder_fine_tune_runs_whole_epochs_and_never_runs_out_of_data(tmp_path):
+    """Keras warned "Your input ran out of data" after every validation pass and the final
+    test evaluation of a folder run: the folder splits had an unknown length (the pipeline
+    dropped undecodable files with `ignore_errors`), so Keras found their end by running out."""
+    from headstart.models import backbones
+    from headstart.recipes import engine
+
+    make_image_folder(tmp_path, per_class=7)
+    _one_bit_bmp(tmp_path / "c" / "one_bit.bmp")   # would have been dropped mid-epoch before
+    with pytest.warns(data.SkippedImageWarning):
+        splits = data.load(str(tmp_path), image_size=8, batch_size=4,
+                           preprocess=backbones.get_spec("resnet8").preprocess)
+    steps = engine.steps_per_epoch(splits)
+    assert splits.num_examples["train"] == 15 and steps == 4   # the last batch is partial
+    for epoch in range(3):
+        assert sum(1 for _ in splits.train_epochs(epoch, epoch + 1)) == steps
+    assert sum(1 for _ in splits.train_epochs(0, 3)) == 3 * steps
+    for split in (splits.val, splits.test):
+        assert split.cardinality().numpy() == sum(1 for _ in split) > 0
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = engine.fine_tune(lambda: backbones.build_classifier("resnet8", splits.num_classes, 8),
+                                  splits, head_epochs=2, finetune_epochs=2, learning_rate=1e-2,
+                                  finetune_learning_rate=1e-3, options=engine.TrainingOptions(patience=10))
+    assert [phase["epochs"] for phase in result.phases] == [2, 2]
+    assert result.phases[0]["feature_cache"] is True   # the head phase on cached features, too
+    out_of_data = [str(w.message) for w in caught if "ran out of data" in str(w.message)]
+    assert out_of_data == []
+
+
 # ## TFDS (mocked: no download here)
 
 @pytest.fixture
@@ -360,7 +429,7 @@ def test_check_source_normalises_options():
 
 
 def test_check_source_imports_no_tensorflow(image_folder):
-    script = ("import sys; from recipes import data; "
+    script = ("import sys; from headstart.recipes import data; "
               f"data.check_source('digits', classes='target', labels_per_class=5); "
               f"data.check_source({str(image_folder)!r}, labels_per_class=2); "
               "assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'")

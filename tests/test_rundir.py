@@ -98,7 +98,7 @@ def test_non_chief_resume_needs_the_chiefs_run_visible(tmp_path, monkeypatch):
 
 
 def test_non_chief_private_folder_is_deleted_when_the_process_exits(tmp_path):
-    script = ("from recipes.rundir import RunDir\n"
+    script = ("from headstart.recipes.rundir import RunDir\n"
               f"run_dir = RunDir.create('pretrain', 'run', {str(tmp_path)!r})\n"
               "run_dir.write_text('note.txt', 'x')\n"
               "print(run_dir.path)\n")

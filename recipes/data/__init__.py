@@ -94,9 +94,11 @@ def load(source=DEFAULT_SOURCE, *, image_size=IMAGE_SIZE, channels=CHANNELS, bat
         classes: class names to keep, relabelled 0..n-1 in the given order (ints are
             fine for digits, whose names are "0".."9"), or a comma-separated string of
             them; for digits also the presets `"source"` (`DIGITS_SOURCE_CLASSES`, 0-4)
-            and `"target"` (`DIGITS_TARGET_CLASSES`, 5-9). Defaults to `None` (all classes).
+            and `"target"` (`DIGITS_TARGET_CLASSES`, 5-9). `None` or `"all"`: all classes.
+            Defaults to `None`.
         labels_per_class: keep only this many training images per class, sampled with
-            `seed` (few labels); val and test stay whole. Defaults to `None` (all).
+            `seed` (few labels); val and test stay whole. `None` or `"all"`: all of them.
+            Defaults to `None`.
         validation_fraction: share of each class held out for validation. A TFDS
             dataset's own `validation` split is used instead when it has one; TFDS slices
             round to whole percents. Defaults to `0.2`.

@@ -12,9 +12,11 @@ Why a pre-scan: a file TensorFlow cannot decode stops `image_dataset_from_direct
 with an error in the middle of an epoch. Each file is checked once with PIL (JPEGs are
 decoded at 1/8 scale, PNGs have their checksums verified; about 1 ms a file), and every
 file that fails is named in one `SkippedImageWarning` (Python `warnings`) and left out.
-Should TensorFlow still fail on a file that passed, the pipeline skips it and TensorFlow
-logs the error. Only paths are held in memory: images are read and decoded inside the
-tf.data pipeline, so a large folder streams from disk.
+The scan also refuses what PIL reads but TensorFlow's decoders do not (BMPs of 1, 4 or
+16 bits per pixel), so every file that passes decodes in the pipeline: the splits keep
+their known length (the pipeline does not drop elements; see `pipeline._pipeline`). Only
+paths are held in memory: images are read and decoded inside the tf.data pipeline, so a
+large folder streams from disk.
 """
 
 import concurrent.futures
@@ -26,6 +28,10 @@ import numpy as np
 # The formats tf.io.decode_image reads; other files in the class folders are ignored.
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 DECODABLE_FORMATS = ("BMP", "GIF", "JPEG", "PNG")
+# TensorFlow's BMP decoder takes its channels from the bits per pixel (bits / 8) and reads
+# only these; PIL reads the others too (a 1-bit BMP fails in TensorFlow with "Number of
+# channels inherent in the image must be 1, 3 or 4, was 0").
+TENSORFLOW_BMP_BITS = (8, 24, 32)
 # PIL releases the GIL while decoding, so a few threads speed up the pre-scan.
 SCAN_THREADS = min(8, os.cpu_count() or 1)
 
@@ -60,7 +66,7 @@ def read(spec):
     class_names, paths, labels = list_images(spec.location)
     decodable = np.array(_scan(paths), dtype=bool)
     return pipeline.records_from_arrays(paths[decodable], labels[decodable], class_names, spec,
-                                        decode=_decode_file, decode_may_fail=True)
+                                        decode=_decode_file)
 
 
 def _scan(paths):
@@ -83,6 +89,11 @@ def _why_undecodable(path):
         with Image.open(path) as image:
             if image.format not in DECODABLE_FORMATS:
                 return f"{image.format} is not one of {', '.join(DECODABLE_FORMATS)}"
+            if image.format == "BMP":
+                bits = _bmp_bits_per_pixel(path)
+                if bits not in TENSORFLOW_BMP_BITS:
+                    return (f"a {bits}-bit BMP; TensorFlow decodes BMPs of "
+                            f"{', '.join(map(str, TENSORFLOW_BMP_BITS))} bits per pixel")
             if image.format == "PNG":
                 # Checks every chunk's CRC, which catches truncation, without inflating
                 # the pixels (a full decode costs ~10x more).
@@ -95,6 +106,13 @@ def _why_undecodable(path):
     except Exception as error:  # PIL raises many types for bad files; all mean "skip it".
         return f"{type(error).__name__}: {error}"
     return None
+
+
+def _bmp_bits_per_pixel(path):
+    """The bits-per-pixel field where TensorFlow's decoder reads it (offset 28 of the file)."""
+    with open(path, "rb") as file:
+        header = file.read(30)
+    return int.from_bytes(header[28:30], "little") if len(header) == 30 else None
 
 
 def _decode_file(path):

@@ -55,18 +55,16 @@ class Records:
         splits: split name ("train", "val", optionally "test") -> (dataset of
             (item, int32 label), number of examples).
         class_names: `class_names[label]` names each label.
-        decode: item -> image (height, width, channels) with values in [0, 255].
-        decode_may_fail: the items are files from disk; decode errors that the source's
-            pre-scan missed are skipped rather than ending the epoch.
+        decode: item -> image (height, width, channels) with values in [0, 255]; it must
+            not fail on any item (a folder's pre-scan leaves out the files it would fail on).
     """
 
     splits: dict
     class_names: tuple
     decode: Callable
-    decode_may_fail: bool = False
 
 
-def records_from_arrays(items, labels, all_class_names, spec, *, decode, decode_may_fail=False):
+def records_from_arrays(items, labels, all_class_names, spec, *, decode):
     """Split (stratified, seeded) and select examples whose labels are known up front.
 
     `labels` index `all_class_names`, the source's classes.
@@ -81,7 +79,7 @@ def records_from_arrays(items, labels, all_class_names, spec, *, decode, decode_
                                   spec.labels_per_class if split == "train" else None,
                                   class_names=class_names, seed=spec.seed)
         splits[split] = (tf.data.Dataset.from_tensor_slices((items[kept], new_labels)), len(kept))
-    return Records(splits, class_names, decode, decode_may_fail)
+    return Records(splits, class_names, decode)
 
 
 def build(records, spec, preprocess=None):
@@ -127,8 +125,12 @@ def _pipeline(dataset, size, records, spec, *, cache, training, augment, preproc
                                  channels=spec.channels)
 
     def decoded(items):
-        items = items.map(lambda item, label: (to_image(item), label), num_parallel_calls=AUTOTUNE)
-        return items.ignore_errors(log_warning=True) if records.decode_may_fail else items
+        # A plain map, never `ignore_errors()`: dropping elements makes the split's length
+        # unknown to tf.data, and Keras then finds the end of every validation and test pass
+        # by running out of data, warning "Your input ran out of data" each time (and a
+        # dropped file would shift every later epoch of `epochs` by an example). Files the
+        # decoder would fail on are left out before, by the source (`folder._scan`).
+        return items.map(lambda item, label: (to_image(item), label), num_parallel_calls=AUTOTUNE)
 
     # What each epoch's order is drawn from: items (paths, bytes), or the cached images.
     source = decoded(dataset).cache() if cache else dataset

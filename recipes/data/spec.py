@@ -92,6 +92,8 @@ def check_source(source=DEFAULT_SOURCE, *, image_size=IMAGE_SIZE, channels=CHANN
     channels = int(_check_choice(channels, CHANNEL_CHOICES, "channels"))
     batch_size = _check_positive_int(batch_size, "batch_size")
     augment = _check_augment(augment)
+    if isinstance(labels_per_class, str) and labels_per_class == "all":   # the command line's spelling of None
+        labels_per_class = None
     if labels_per_class is not None:
         labels_per_class = _check_positive_int(labels_per_class, "labels_per_class")
     validation_fraction, test_fraction = _check_fractions(validation_fraction, test_fraction)
@@ -107,6 +109,8 @@ def check_source(source=DEFAULT_SOURCE, *, image_size=IMAGE_SIZE, channels=CHANN
 
     source = _check_path(source, "source") if isinstance(source, os.PathLike) else source
     kind, location, all_class_names, class_sizes = _resolve(source, data_dir)
+    if isinstance(classes, str) and classes == "all":   # the command line's spelling of None
+        classes = None
     if isinstance(classes, str) and classes in digits.PRESETS:
         if kind != "digits":
             raise UsageError(f"classes={classes!r} is a preset of the digits source (0-4 or 5-9); for "
