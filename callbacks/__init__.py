@@ -1,8 +1,8 @@
 """Callbacks: what watches training.
 
-    from headstart.callbacks import EarlyStopping, GradientLogger, HistoryWriter
+    from headstart.callbacks import EarlyStopping, GradientLogger, HistoryWriter, ProgressLogger
 
-Names are imported on first use, so `import callbacks` (and the keras-free
+Names are imported on first use, so `import headstart.callbacks` (and the keras-free
 `headstart.callbacks.gradient_log` and `headstart.callbacks.atomic`) do not pull in TensorFlow.
 """
 
@@ -14,6 +14,7 @@ _EXPORTS = {
     "GradientLogger": "headstart.callbacks.gradient_logger",
     "GradualUnfreezing": "headstart.callbacks.gradual_unfreezing",
     "HistoryWriter": "headstart.callbacks.history_writer",
+    "ProgressLogger": "headstart.callbacks.progress",
     "atomic_write_bytes": "headstart.callbacks.atomic",
     "atomic_write_text": "headstart.callbacks.atomic",
     "plot_gradient_log": "headstart.callbacks.gradient_log",

@@ -12,6 +12,9 @@ became NaN is one line too (where, and what to try), with exit status 1.
 
 import argparse
 import importlib
+import importlib.abc
+import importlib.machinery
+import os
 import sys
 
 from headstart.recipes.errors import TrainingDiverged, UsageError
@@ -75,7 +78,76 @@ def options_for(verb, **overrides):
     return args
 
 
+# TensorFlow's C++ start-up lines, which no user of a recipe can act on. `TF_CPP_MIN_LOG_LEVEL`
+# 3 hides the `cuda_platform.cc ... failed call to cuInit` error (2 hides info and warnings
+# only); the absl banner and `cudart_stub.cc` are written before TensorFlow reads that
+# variable, so no environment variable reaches them: `_QuietTensorFlowImport` filters them.
+TENSORFLOW_LOG_LEVEL = "3"
+START_UP_NOISE = ("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+                  "To enable the following instructions:")   # the second line of cpu_feature_guard's notice
+
+
+def is_start_up_noise(line, info=True):
+    """One of `START_UP_NOISE` or, with `info`, an info line of TensorFlow's C++ log (`I0000 00:00:...`).
+
+    Warnings and errors (`W...`, `E...`) and Python's own output are kept.
+    """
+    return line.startswith(START_UP_NOISE) or (info and line[:1] == "I" and line[1:5].isdigit() and line[5:6] == " ")
+
+
+class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
+    """Imports `tensorflow`, the first time anything does, with file descriptor 2 sent to a file;
+    then writes the file's lines back to stderr, except the start-up noise. Python's own
+    warnings and errors of the import (also a failing import's) reach stderr, only later."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)   # once: the import is under way
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is not None and type(spec.loader) is importlib.machinery.SourceFileLoader:
+            spec.loader = _QuietLoader(spec.loader.name, spec.loader.path)
+        return spec
+
+
+class _QuietLoader(importlib.machinery.SourceFileLoader):
+    def exec_module(self, module):
+        import tempfile
+
+        sys.stderr.flush()
+        with tempfile.TemporaryFile("w+b") as captured:
+            saved = os.dup(2)
+            os.dup2(captured.fileno(), 2)
+            try:
+                super().exec_module(module)
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+                os.close(saved)
+                captured.seek(0)
+                # Info lines are what TF_CPP_MIN_LOG_LEVEL 1 and up hides (it does not reach these).
+                info = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") not in ("", "0")
+                kept = [line for line in captured.read().decode(errors="replace").splitlines(keepends=True)
+                        if not is_start_up_noise(line, info)]
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+
+
+def quiet_tensorflow_start_up(argv):
+    """Unless `--verbose` is among `argv`: TensorFlow's start-up messages hidden. Call before TensorFlow is imported.
+
+    A `TF_CPP_MIN_LOG_LEVEL` the user set is theirs.
+    """
+    # argparse also takes an unambiguous prefix of an option (--verb) for the option.
+    if any(arg.startswith("--v") and "--verbose".startswith(arg) for arg in argv) or "tensorflow" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", TENSORFLOW_LOG_LEVEL)
+    if not any(isinstance(finder, _QuietTensorFlowImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _QuietTensorFlowImport())
+
+
 def main(argv=None):
+    quiet_tensorflow_start_up(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -16,7 +16,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from headstart.callbacks import EarlyStopping, GradientLogger, GradualUnfreezing, HistoryWriter
+from headstart.callbacks import EarlyStopping, GradientLogger, GradualUnfreezing, HistoryWriter, ProgressLogger
 from headstart.models.freezing import freeze, unfreeze
 from headstart.models.layer_rates import with_layer_rates
 from headstart.recipes import distribution
@@ -109,13 +109,27 @@ class TrainingResult:
         return next(value for key, value in self.metrics.items() if key.endswith("accuracy"))
 
 
+PROGRESS = ("lines", "keras", "quiet")
+
+
 @dataclass
 class TrainingOptions:
+    """How a run trains and what it prints.
+
+    `progress`: `"lines"` (the default) prints one line per epoch (phase, epoch k/n, loss,
+    validation metrics, seconds, time left: `headstart.callbacks.ProgressLogger`) and a
+    line before long steps (caching features), with a live line within the epoch on a
+    terminal; `"keras"` leaves the epochs to Keras' own progress bar (`fit(verbose=1)`);
+    `"quiet"` prints nothing. A `verbose` other than 0 is passed to `fit` as it is and
+    replaces our epoch lines, as `"keras"` does.
+    """
+
     weight_decay: float = 1e-4
     patience: int = 5
     monitor: str = "val_loss"
     log_gradients: bool = False
-    verbose: int = 0
+    verbose: int = 0               # Keras' `fit(verbose=...)`
+    progress: str = "lines"        # or "keras", "quiet": see above
     task: str = "classification"   # or "reconstruction" (autoencoders: data yields (image, image))
     feature_cache: bool = True     # head-only phases train on cached backbone features when valid
     cache_dir: str = None          # None: features in memory; a folder: on disk (tf.data file cache)
@@ -142,6 +156,8 @@ def run_phases(build_model, data, phases, options=None, *, strategy="default", r
     after the checkpoint of the last good epoch (and the best weights in it) is saved.
     """
     options = options or TrainingOptions()
+    if options.progress not in PROGRESS:
+        raise ValueError(f"TrainingOptions.progress must be one of {', '.join(PROGRESS)}, got {options.progress!r}")
     strategy = make_strategy(strategy) if isinstance(strategy, str) else strategy
     with strategy.scope():
         model = build_model()
@@ -183,6 +199,8 @@ def run_phases(build_model, data, phases, options=None, *, strategy="default", r
             use_cache = False
         if use_cache:
             if features is None:
+                say(options, f"{phase.name}  computing the frozen backbone's features once (train and "
+                             f"validation splits); the head trains on them")
                 features = FeatureCache(model.get_layer("backbone"), data, options.cache_dir)
             fit_model, train_data, val_data = model.get_layer("head"), features.train, features.val
             epochs_of = features.train_epochs
@@ -197,6 +215,8 @@ def run_phases(build_model, data, phases, options=None, *, strategy="default", r
         run.start_phase(index, first_epoch)
         phase_callbacks = phase.callbacks(first_epoch) if phase.callbacks else []
         recorder = _EpochRecorder(checkpoint, run, result, early_stopping, model, fit_model, phase.name)
+        # Last, so an epoch's seconds include the checkpoint and history the callbacks before it write.
+        progress = [ProgressLogger(phase.name, phase.epochs, first_epoch)] if epoch_lines(options) else []
         started = time.perf_counter()
         if resuming and run.early_stopping["stop_reason"] is not None:
             # Stopped after its last saved epoch, killed before the phase was closed: only close it.
@@ -210,8 +230,9 @@ def run_phases(build_model, data, phases, options=None, *, strategy="default", r
             if epochs_of is not None and run.epoch < first_epoch + phase.epochs:   # else: killed after its last epoch
                 train_data, steps = epochs_of(run.epoch, first_epoch + phase.epochs), steps_per_epoch(data)
             fit_model.fit(train_data, validation_data=val_data, initial_epoch=run.epoch, steps_per_epoch=steps,
-                          epochs=first_epoch + phase.epochs, callbacks=[*callbacks, *phase_callbacks, recorder],
-                          verbose=options.verbose, shuffle=False)  # the tf.data pipeline shuffles
+                          epochs=first_epoch + phase.epochs,
+                          callbacks=[*callbacks, *phase_callbacks, recorder, *progress],
+                          verbose=keras_verbose(options), shuffle=False)  # the tf.data pipeline shuffles
         run.seconds += time.perf_counter() - started
         epochs_run = run.epoch - first_epoch
         result.phases.append({
@@ -246,6 +267,22 @@ def run_phases(build_model, data, phases, options=None, *, strategy="default", r
         for key, value in model.evaluate(evaluation_split, return_dict=True, verbose=0).items()
     }
     return result
+
+
+def epoch_lines(options):
+    """Whether the engine prints its own line per epoch (not when Keras prints its progress bar)."""
+    return options.progress == "lines" and not options.verbose
+
+
+def keras_verbose(options):
+    """The `verbose` for Keras' `fit`: the options' own, or 1 (the progress bar) with `progress="keras"`."""
+    return options.verbose or (1 if options.progress == "keras" else 0)
+
+
+def say(options, message):
+    """A line about what the run is doing (before a long step), unless it is quiet."""
+    if options.progress != "quiet":
+        print(message, flush=True)
 
 
 def diverged(early_stopping, phase, learning_rate, checkpoint, result):

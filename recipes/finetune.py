@@ -30,6 +30,8 @@ LEARNING_RATE = 1e-2        # the head sees few steps per epoch with few labels 
 FINETUNE_LEARNING_RATE = 1e-3   # 10x lower: move the pretrained weights gently
 UNFREEZE = "all"
 BATCH_NORM = "frozen"       # the Keras guide's rule: batch norm stays in inference mode
+# CLASSES and LABELS_PER_CLASS are the digits demo's: applied with --data digits only.
+DIGITS_PRESETS = {"classes": CLASSES, "labels_per_class": LABELS_PER_CLASS}
 
 
 def add_arguments(parser):
@@ -42,7 +44,7 @@ def add_arguments(parser):
                        help="with --weights digits-source: epochs of the one-time pretraining. "
                             f"Default: {PRETRAIN_EPOCHS}")
     group.add_argument("--head-units", default="", help="comma list of hidden dense layers in the head. Default: none")
-    options.add_data_arguments(parser, data=DATA, classes=CLASSES, labels_per_class=LABELS_PER_CLASS)
+    options.add_data_arguments(parser, data=DATA, digits_classes=CLASSES, digits_labels_per_class=LABELS_PER_CLASS)
     options.add_training_arguments(parser, epochs=HEAD_EPOCHS, learning_rate=LEARNING_RATE)
     group = parser.add_argument_group("fine-tuning")
     group.add_argument("--finetune-epochs", type=int, default=FINETUNE_EPOCHS,
@@ -87,6 +89,7 @@ def validate(args, recipe="finetune"):
 
     if getattr(args, "from_tuning", None):
         take_tuned_options(args)
+    options.resolve_digits_presets(args, DIGITS_PRESETS)   # after --from-tuning: its data decides
     run_path = options.check_common(args, recipe)
     options.check_non_negative_int(args.finetune_epochs, "--finetune-epochs")
     options.check_positive_float(args.finetune_lr, "--finetune-lr")
@@ -109,15 +112,15 @@ def validate(args, recipe="finetune"):
     data.check_source(args.data, data_dir=args.data_dir, classes=args.classes, batch_size=args.batch_size,
                       labels_per_class=args.labels_per_class, augment=args.augment,
                       image_size=args.image_size or data.IMAGE_SIZE, seed=args.seed)
-    from headstart.models import backbones   # imports Keras, so TensorFlow: only once the cheap checks passed
+    from headstart.models import backbone_specs   # the registry alone: no Keras, so no TensorFlow yet
 
-    spec = backbones.get_spec(args.backbone)
+    spec = backbone_specs.get_spec(args.backbone)
     args.image_size = args.image_size or spec.default_size
-    if args.weights == "digits-source" and spec.family != "own":
+    if args.weights == "digits-source" and spec.family != backbone_specs.OWN:
         raise UsageError(f"--weights digits-source needs one of the project's own backbones, not {args.backbone}: "
                          "use --weights imagenet, a file, or none")
     weights = None if args.weights in ("none", "digits-source") else args.weights
-    backbones.check_backbone_options(args.backbone, args.image_size, weights)
+    backbone_specs.check_backbone_options(args.backbone, args.image_size, weights)
     if isinstance(args.unfreeze, str) and args.unfreeze != "all":
         check_unfreeze_name(args)
     layer_rate_options.validate(args)
@@ -150,9 +153,13 @@ def take_tuned_options(args):
     if unknown:
         raise UsageError(f"--from-tuning: {path} sets options finetune does not have ({', '.join(unknown)}); "
                          "was it written by another version of headstart?")
+    # A search saves its resolved options: on digits the demo's presets (target, 5 labels)
+    # are defaults, not choices, so they are not taken (nor printed); the data finetune
+    # runs on resolves its own.
+    presets = DIGITS_PRESETS if tuned.get("data", defaults["data"]) == "digits" else {}
     args.tuned = {}
     for key, value in tuned.items():
-        if getattr(args, key) == defaults[key] and value != defaults[key]:
+        if getattr(args, key) == defaults[key] and value != presets.get(key, defaults[key]):
             setattr(args, key, value)
             args.tuned[key] = value
 
@@ -182,16 +189,16 @@ def pretrained_digits_backbone(args):
     name = f"{args.backbone}-digits-source-{args.image_size}px-{args.pretrain_epochs}ep-seed{args.seed}"
     path = run_path("pretrain", name, args.runs_dir) / "best.keras"
     if path.exists():
-        print(f"reusing the pretrained backbone {path}")
+        options.say(args, f"reusing the pretrained backbone {path}")
         return path
     # A pretraining killed part-way (it has its options but no metrics yet) is continued.
     interrupted = (path.parent / "config.json").exists() and not (path.parent / "metrics.json").exists()
-    print(f"{'continuing the interrupted ' if interrupted else ''}pretraining {args.backbone} on digits 0-4 "
-          f"(once; cached as {path}) ...")
+    options.say(args, f"{'continuing the interrupted ' if interrupted else ''}pretraining {args.backbone} on "
+                      f"digits 0-4 (once; cached as {path}) ...")
     pretrain_args = options_for("pretrain", model=args.backbone, image_size=args.image_size, name=name,
                                 epochs=args.pretrain_epochs, runs_dir=args.runs_dir, seed=args.seed,
                                 deterministic=args.deterministic, overwrite=not interrupted, resume=interrupted,
-                                verbose=args.verbose)
+                                verbose=args.verbose, quiet=getattr(args, "quiet", False))
     pretrain.validate(pretrain_args)
     # Its own run's file: on a non-chief worker that is its private copy, since the
     # chief's may not be written yet (or be on another machine).
@@ -260,7 +267,11 @@ def finetune(args):
     decoupled_decay = args.weight_decay if args.weight_decay_kind == "decoupled" else 0.0
     training = engine.TrainingOptions(weight_decay=decoupled_decay, patience=args.patience,
                                       log_gradients=args.log_gradients, verbose=int(args.verbose),
+                                      progress=options.progress(args),
                                       feature_cache=args.feature_cache, cache_dir=args.cache_dir)
+    options.say(args, f"fine-tuning {args.backbone}: phase head ({args.epochs} epochs, backbone frozen)"
+                      + (f", then phase finetune ({args.finetune_epochs} epochs, --unfreeze {args.unfreeze})"
+                         if args.finetune_epochs else ""))
     with resume.keeping_best_on_divergence(run_dir):
         results = {"transfer": engine.fine_tune(
             lambda: model, splits, head_epochs=args.epochs, finetune_epochs=args.finetune_epochs,
@@ -281,13 +292,15 @@ def finetune(args):
             return scratch
 
         keras.utils.set_random_seed(args.seed)
+        options.say(args, f"training the same {args.backbone} from scratch, for comparison "
+                          f"({args.epochs + args.finetune_epochs} epochs, random init)")
         with resume.keeping_best_on_divergence(scratch_dir):
             results["scratch"] = engine.train(build_scratch, splits, epochs=args.epochs + args.finetune_epochs,
                                               learning_rate=args.lr, options=training, strategy=strategy,
                                               run_dir=scratch_dir, checkpoint_dir=scratch_dir.file("checkpoint"))
         write_training_outputs(scratch_dir, {**config, "weights_resolved": None}, results["scratch"])
     for note in results["transfer"].notes:
-        print(f"note: {note}")
+        options.say(args, f"note: {note}")
     table = results_table(results, args)
     run_dir.write_text("results.md", table + "\n")
     write_training_outputs(run_dir, config, results["transfer"])   # metrics.json last: the run is complete
@@ -309,12 +322,14 @@ def results_table(results, args):
 def run(args):
     validate(args)
     if getattr(args, "tuned", None):
-        print(f"from {args.from_tuning}: " + ", ".join(f"--{key.replace('_', '-')} {value}"
-                                                          for key, value in args.tuned.items()))
+        options.say(args, f"from {args.from_tuning}: " + ", ".join(f"--{key.replace('_', '-')} {value}"
+                                                                    for key, value in args.tuned.items()))
     run_dir, results = finetune(args)
     split = "test" if any(key.startswith("test_") for key in results["transfer"].metrics) else "validation"
-    labelled = f"{args.labels_per_class} labels per class" if args.labels_per_class else "all labels"
-    print(f"\n{args.data} {args.classes or ''} ({labelled}), {split} accuracy:\n")
+    labelled = "all labels" if args.labels_per_class in (None, "all") else f"{args.labels_per_class} labels per class"
+    classes = "" if args.classes in (None, "all") else f" {args.classes}"
+    options.say(args, "")   # the result stands apart from the lines of the run (with --quiet, it is all there is)
+    print(f"{args.data}{classes} ({labelled}), {split} accuracy:\n")
     print(run_dir.file("results.md").read_text(), end="")
     print(f"\nrun directory: {run_dir.path}")
     return 0

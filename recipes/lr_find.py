@@ -152,8 +152,10 @@ def build_model(args):
     model, splits, _ = finetune.model_and_data(args)
     if args.phase == "finetune" and args.epochs > 0:
         training = engine.TrainingOptions(weight_decay=args.weight_decay, patience=args.patience,
-                                          verbose=int(args.verbose), feature_cache=args.feature_cache,
+                                          verbose=int(args.verbose), progress=options.progress(args),
+                                          feature_cache=args.feature_cache,
                                           cache_dir=args.cache_dir)
+        options.say(args, f"training the head first, as finetune's phase 1 does ({args.epochs} epochs at --lr {args.lr:g})")
         engine.fine_tune(lambda: model, splits, head_epochs=args.epochs, finetune_epochs=0,
                          learning_rate=args.lr, finetune_learning_rate=args.finetune_lr, options=training)
     return model, splits
@@ -167,6 +169,35 @@ def set_phase_trainable(model, args):
         engine.train_head_only(model)
     else:
         engine.train_head_and_backbone(model, args.unfreeze, args.batch_norm)
+
+
+def with_progress_lines(train_step, steps, lines=10, clock=None):
+    """`train_step`, printing a line every tenth of the scan: step k/n, the rate, the loss, the time left
+    (an upper bound: the scan usually stops early, once the loss diverges). The time left is the
+    mean step after the first (which traces the step) times the steps left."""
+    import time
+
+    from headstart.callbacks.progress import duration
+
+    clock = clock or time.perf_counter
+    every, started, first_done, done = max(1, steps // lines), clock(), None, 0
+
+    def step(rate):
+        nonlocal done, first_done
+        loss = train_step(rate)
+        done += 1
+        now = clock()
+        if first_done is None:
+            first_done = now
+        if done % every == 0 or done == steps:
+            seconds = now - started
+            mean = (now - first_done) / (done - 1) if done > 1 else seconds
+            left = f"~{duration(mean * (steps - done))} left" if done < steps else "done"
+            print(f"lr-find  step {done}/{steps}  lr {rate:.2g}  loss {float(loss):.3f}  {seconds:.1f} s  {left}",
+                  flush=True)
+        return loss
+
+    return step
 
 
 def find(args):
@@ -187,6 +218,10 @@ def find(args):
         images, labels = next(batches)
         return model.train_on_batch(images, labels, return_dict=True)["loss"]
 
+    options.say(args, f"lr-find  scanning {args.steps} learning rates from {args.start:g} to {args.end:g}, one batch each "
+                      "(stops when the loss diverges)")
+    if not getattr(args, "quiet", False):
+        train_step = with_progress_lines(train_step, args.steps)
     rows, stop = scan(train_step, learning_rates(args.start, args.end, args.steps))
     if not rows:
         raise UsageError(f"the loss was not finite at --start {args.start:g}: lower --start")

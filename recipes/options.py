@@ -3,6 +3,7 @@
 Checks here run before TensorFlow is imported, so a mistake costs a second, not a minute.
 """
 
+import argparse
 import math
 import os
 from pathlib import Path
@@ -11,23 +12,51 @@ from headstart.recipes.errors import UsageError
 from headstart.recipes.rundir import DEFAULT_ROOT, check_run_name
 
 
-def add_data_arguments(parser, *, data="digits", classes=None, labels_per_class=None, image_size=None):
+def add_data_arguments(parser, *, data="digits", digits_classes=None, digits_labels_per_class=None,
+                       image_size=None):
+    """The data options. `digits_classes` / `digits_labels_per_class`: the verb's digits demo
+    presets, which `resolve_digits_presets` applies with `--data digits` only (the argparse
+    defaults stay None, so a folder or a TFDS data set keeps all its classes and labels)."""
     group = parser.add_argument_group("data")
     group.add_argument("--data", default=data,
                        help="'digits' (bundled, offline), 'tfds:NAME[:CONFIG]', or a folder with one "
                             f"sub-folder per class. Default: {data}")
     group.add_argument("--data-dir", default=None, help="TFDS data directory")
-    group.add_argument("--classes", default=classes,
+    group.add_argument("--classes", default=None,
                        help="keep these classes, relabelled in this order: a comma list of class names (e.g. 1,7 or "
-                            "roses,tulips), or for digits 'source' (0-4) / 'target' (5-9). "
-                            f"Default: {classes or 'all'}")
-    group.add_argument("--labels-per-class", type=int, default=labels_per_class,
-                       help=f"keep only K labelled training images per class. Default: {labels_per_class or 'all'}")
+                            "roses,tulips), 'all', or for digits 'source' (0-4) / 'target' (5-9). Default: all"
+                            + (f" (with --data digits: {digits_classes})" if digits_classes else ""))
+    group.add_argument("--labels-per-class", type=labels_per_class_value, default=None,
+                       help="keep only K labelled training images per class, or 'all'. Default: all"
+                            + (f" (with --data digits: {digits_labels_per_class})" if digits_labels_per_class else ""))
     group.add_argument("--image-size", type=int, default=image_size,
                        help="side of the square input images. Default: the backbone's default size")
     group.add_argument("--batch-size", type=int, default=32, help="Default: 32")
     group.add_argument("--augment", default="",
                        help="comma list of flip,rotation,zoom,contrast (training split only). Default: none")
+
+
+def labels_per_class_value(text):
+    """`--labels-per-class`: an int (checked by the data source) or 'all'."""
+    if text == "all":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes a positive integer or 'all', got {text!r}")
+
+
+def resolve_digits_presets(args, presets):
+    """`--classes` / `--labels-per-class` left unset take the digits demo's `presets` (a dict of
+    option -> value), with `--data digits` only: the presets name digits' classes, and a
+    user's own data trains on all its classes and labels unless asked. Run in `validate`,
+    so config.json saves (and `--resume` compares) the resolved values; idempotent, since
+    an explicit 'all' stays 'all' (the data source reads it as no selection)."""
+    if args.data != "digits":
+        return
+    for option, value in presets.items():
+        if getattr(args, option) is None:
+            setattr(args, option, value)
 
 
 def add_training_arguments(parser, *, epochs, learning_rate):
@@ -50,7 +79,31 @@ def add_training_arguments(parser, *, epochs, learning_rate):
     group.add_argument("--deterministic", action="store_true",
                        help="deterministic TensorFlow ops: two runs with the same --seed give bit-identical "
                             "weights and metrics (slower: see the README)")
-    group.add_argument("--verbose", action="store_true", help="show Keras' progress bars")
+    add_output_arguments(group)
+
+
+def add_output_arguments(group):
+    """`--quiet` and `--verbose`, which exclude each other (argparse says so in one line, exit 2)."""
+    output = group.add_mutually_exclusive_group()
+    output.add_argument("--quiet", action="store_true",
+                        help="print only the final result (no line per epoch, no notes)")
+    output.add_argument("--verbose", action="store_true",
+                        help="show Keras' progress bars (instead of our line per epoch) and TensorFlow's "
+                             "start-up messages")
+
+
+def progress(args):
+    """`engine.TrainingOptions.progress` for the parsed --quiet / --verbose."""
+    quiet, verbose = getattr(args, "quiet", False), getattr(args, "verbose", False)
+    if quiet and verbose:   # options_for(...) from Python skips argparse's check
+        raise UsageError("--quiet and --verbose exclude each other: choose one")
+    return "quiet" if quiet else "keras" if verbose else "lines"
+
+
+def say(args, message):
+    """A line about what the recipe is doing, unless --quiet."""
+    if not getattr(args, "quiet", False):
+        print(message, flush=True)
 
 
 def add_run_arguments(parser):

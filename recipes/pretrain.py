@@ -13,14 +13,14 @@ from headstart.recipes.errors import UsageError
 # ## Defaults: the source half of the offline transfer demo.
 MODEL = "resnet8"          # a small CIFAR-style ResNet: 78k parameters
 DATA = "digits"
-CLASSES = "source"         # digits 0-4; the fine-tuning demo transfers to 5-9
+CLASSES = "source"         # digits 0-4 (with --data digits only); the fine-tuning demo transfers to 5-9
 EPOCHS = 20
 LEARNING_RATE = 3e-3
 
 
 def add_arguments(parser):
     parser.add_argument("--model", default=MODEL, help=f"one of the project's own backbones. Default: {MODEL}")
-    options.add_data_arguments(parser, data=DATA, classes=CLASSES)
+    options.add_data_arguments(parser, data=DATA, digits_classes=CLASSES)
     options.add_training_arguments(parser, epochs=EPOCHS, learning_rate=LEARNING_RATE)
     options.add_run_arguments(parser)
     resume.add_argument(parser)
@@ -30,18 +30,19 @@ def validate(args):
     """Every check that needs no TensorFlow work; raises UsageError."""
     from headstart.recipes import data
 
+    options.resolve_digits_presets(args, {"classes": CLASSES})
     run_path = options.check_common(args, "pretrain")
     data.check_source(args.data, data_dir=args.data_dir, classes=args.classes, batch_size=args.batch_size,
                       labels_per_class=args.labels_per_class, augment=args.augment,
                       image_size=args.image_size or data.IMAGE_SIZE, seed=args.seed)
-    from headstart.models import backbones   # imports Keras, so TensorFlow: only once the cheap checks passed
+    from headstart.models import backbone_specs   # the registry alone: no Keras, so no TensorFlow yet
 
-    spec = backbones.get_spec(args.model)
-    if spec.family != "own":
+    spec = backbone_specs.get_spec(args.model)
+    if spec.family != backbone_specs.OWN:
         raise UsageError(f"--model {args.model} is a keras.applications backbone; pretrain trains the "
-                         f"project's own: {', '.join(b for b in backbones.list_backbones() if backbones.get_spec(b).family == 'own')}")
+                         f"project's own: {', '.join(backbone_specs.own_backbones())}")
     args.image_size = args.image_size or spec.default_size
-    backbones.check_backbone_options(args.model, args.image_size, None)
+    backbone_specs.check_backbone_options(args.model, args.image_size, None)
     resume.check(args, "pretrain", run_path)
 
 
@@ -66,7 +67,8 @@ def pretrain(args):
                                           weights=None, dropout=args.dropout)
 
     training = engine.TrainingOptions(weight_decay=args.weight_decay, patience=args.patience,
-                                      log_gradients=args.log_gradients, verbose=int(args.verbose))
+                                      log_gradients=args.log_gradients, verbose=int(args.verbose),
+                                      progress=options.progress(args))
     checkpoint = TrainingCheckpoint(run_dir.file("checkpoint"))
     with resume.keeping_best_on_divergence(run_dir):
         result = engine.train(build_model, splits, epochs=args.epochs, learning_rate=args.lr,
@@ -80,7 +82,7 @@ def pretrain(args):
 def run(args):
     validate(args)
     run_dir, result = pretrain(args)
-    print(f"pretrained {args.model} on {args.data} ({args.classes or 'all classes'}): "
+    print(f"pretrained {args.model} on {args.data} ({'all classes' if args.classes in (None, 'all') else args.classes}): "
           f"accuracy {result.accuracy:.3f}; model: {run_dir.file('best.keras')}")
     return 0
 

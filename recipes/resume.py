@@ -13,7 +13,7 @@ from headstart.recipes.errors import TrainingDiverged, UsageError
 from headstart.recipes.rundir import run_config
 
 # Options that do not change what is trained, so they may differ on --resume.
-CHANGEABLE = {"resume", "overwrite", "verbose"}
+CHANGEABLE = {"resume", "overwrite", "verbose", "quiet"}
 
 
 def add_argument(group):

@@ -88,7 +88,7 @@ def semisupervised(args):
     resume.start(run_dir, args, "semisupervised")
     checkpoints = run_dir.file("checkpoints")   # one per training; each resumes where it stopped
     training = engine.TrainingOptions(weight_decay=args.weight_decay, patience=args.patience,
-                                      verbose=int(args.verbose))
+                                      verbose=int(args.verbose), progress=options.progress(args))
     autoencoder_options = dict(kind="conv", latent_dim=args.latent_dim, filters=FILTERS)
     input_shape = (args.image_size, args.image_size, 1)
 
@@ -101,6 +101,8 @@ def semisupervised(args):
                                          everything.train_epochs(*epochs)),
                                      val=images_as_targets(everything.val),
                                      test=images_as_targets(everything.test) if everything.test is not None else None)
+    options.say(args, f"autoencoder: learning to reconstruct every training image, labels unused "
+                      f"({args.autoencoder_epochs} epochs)")
     with resume.keeping_best_on_divergence(run_dir):
         autoencoding = engine.train(lambda: models.build_autoencoder(input_shape, **autoencoder_options),
                                     unlabelled, epochs=args.autoencoder_epochs,
@@ -125,6 +127,8 @@ def semisupervised(args):
         few = data.load(args.data, labels_per_class=budget, **load)
         results[budget] = {}
         for start in ("autoencoder", "scratch"):
+            options.say(args, f"{budget} labels per class: classifier "
+                              + ("from the autoencoder's encoder" if start == "autoencoder" else "from scratch"))
             keras.utils.set_random_seed(args.seed)
             with resume.keeping_best_on_divergence(run_dir):
                 result = engine.fine_tune(
@@ -164,6 +168,7 @@ def results_table(results, splits):
 def run(args):
     validate(args)
     run_dir, _, table = semisupervised(args)
+    options.say(args, "")   # the result stands apart from the lines of the run
     print(table)
     print(f"\nrun directory: {run_dir.path}")
     return 0

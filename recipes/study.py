@@ -19,6 +19,8 @@ def add_arguments(parser):
     parser.add_argument("--quick", action="store_true",
                         help="a shrunk setting that runs in seconds (what the tests use)")
     parser.add_argument("--seed", type=int, default=0, help="Default: 0")
+    parser.add_argument("--quiet", action="store_true",
+                        help="print only the result (no line per configuration trained)")
     options.add_run_arguments(parser)
 
 
@@ -46,8 +48,9 @@ def run(args):
             print(f"{name:<22} {studies.describe_study(name)}")
         return 0
     validate(args)
+    options.say(args, f"study {args.study}{' (quick)' if args.quick else ''}: {studies.describe_study(args.study)}")
     run_dir, result = studies.run_study(args.study, quick=args.quick, seed=args.seed, runs_root=args.runs_dir,
-                                        run_name=args.name, overwrite=args.overwrite)
+                                        run_name=args.name, overwrite=args.overwrite, quiet=args.quiet)
     print(result.summary)
     print(f"claim supported by this run: {'yes' if result.supported else 'no'}")
     print()

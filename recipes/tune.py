@@ -28,7 +28,6 @@ search/ (keras-tuner's project: oracle, trials, checkpoints, trial_starts.jsonl)
 import argparse
 import copy
 import json
-import math
 import time
 
 from headstart.recipes import finetune, options
@@ -61,7 +60,7 @@ FIXED_OPTIONS = ("backbone", "weights", "pretrain_epochs", "data", "data_dir", "
                  "regularizer", "l2sp_alpha", "l2sp_beta", "layer_decay", "lr_groups", "gradual_unfreeze",
                  "patience", "seed", "deterministic", "strategy")
 # Options a search may change on --resume: they do not change what a trial is.
-RESUMABLE_CHANGES = ("max_trials", "max_consecutive_failures", "verbose")
+RESUMABLE_CHANGES = ("max_trials", "max_consecutive_failures", "verbose", "quiet")
 
 
 def add_arguments(parser):
@@ -189,7 +188,8 @@ def validate_recipe(args):
             choice = copy.copy(probe)
             choice.unfreeze = unfreeze
             finetune.check_unfreeze_name(choice)
-    for name in ("image_size", "layer_decay", "lr_groups", "gradual_unfreeze"):
+    # What finetune's validate resolved, trials and the saved search need too (the digits presets among it).
+    for name in ("image_size", "layer_decay", "lr_groups", "gradual_unfreeze", "classes", "labels_per_class"):
         setattr(args, name, getattr(probe, name))
 
 
@@ -229,7 +229,7 @@ def search(args):
     The tuner is keras-tuner's, so `tuner.oracle.trials` and `tuner.get_best_models()` work on it.
     """
     from headstart.recipes import engine
-    from headstart.recipes.tuning import results, tuners
+    from headstart.recipes.tuning import tuners
     from headstart.recipes.tuning.hypermodel import FineTuneHyperModel
 
     role = distributed.role()
@@ -254,7 +254,14 @@ def search(args):
     tuner = tuners.make_tuner(args.tuner, hypermodel, args.objective, directory=run_dir.path, project_name=PROJECT,
                               max_trials=max_trials, max_epochs=args.max_epochs,
                               hyperband_factor=args.hyperband_factor, seed=args.seed,
-                              max_consecutive_failed_trials=args.max_consecutive_failures, strategy=strategy)
+                              max_consecutive_failed_trials=args.max_consecutive_failures, strategy=strategy,
+                              quiet=getattr(args, "quiet", False))
+    if not args.verbose:
+        # Every trial builds and traces a new model, by design: TensorFlow's warning that
+        # functions were retraced is about that, and tells the user nothing to do.
+        import tensorflow as tf
+
+        tf.get_logger().addFilter(lambda record: "triggered tf.function retracing" not in record.getMessage())
     stopped = None
     try:
         tuner.search(verbose=int(args.verbose))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from headstart.recipes import network
+from headstart.recipes import data, finetune, network
 from headstart.recipes.cli import main
 
 # Small and quick: the default recipe's code path, shrunk (big_vision's runlocal idea).
@@ -145,3 +145,91 @@ def test_python_dash_m_recipes_is_the_same_as_headstart():
                                text=True, check=True)
     assert by_script.stdout == by_module.stdout
     assert "resnet20" in by_module.stdout
+
+
+# ## The digits presets apply to digits only
+
+def _image_folder(root):
+    from test_data import make_image_folder
+
+    return str(make_image_folder(root, classes=("ants", "bees", "wasps"), per_class=4, size=8))
+
+
+def test_a_folder_takes_all_its_classes_and_labels_where_digits_takes_the_demo(tmp_path, capsys, recwarn):
+    """The README's own examples: no --classes, no --labels-per-class. With digits' presets
+    leaking (--classes target, 5 labels per class) they stopped at validation; 4 images
+    per class also leave fewer than 5 training images, so only "all labels" can run."""
+    folder, runs = _image_folder(tmp_path / "images"), str(tmp_path / "runs")
+    assert main(["finetune", "--data", folder, "--weights", "none", "--epochs", "1", "--finetune-epochs", "1",
+                 "--image-size", "8", "--runs-dir", runs, "--name", "mine"]) == 0
+    printed = capsys.readouterr().out
+    assert f"\n{folder} (all labels), validation accuracy:" in printed or \
+        f"\n{folder} (all labels), test accuracy:" in printed
+    config = json.loads((Path(runs) / "finetune" / "mine" / "config.json").read_text())
+    assert config["classes"] is None and config["labels_per_class"] is None
+    assert config["class_names"] == ["ants", "bees", "wasps"]
+    # Every epoch ran in full: Keras did not run out of a split's data.
+    assert not [w for w in recwarn if "ran out of data" in str(w.message)]
+
+    assert main(["pretrain", "--model", "resnet8", "--data", folder, "--epochs", "1", "--image-size", "8",
+                 "--runs-dir", runs, "--name", "src"]) == 0
+    assert f"pretrained resnet8 on {folder} (all classes)" in capsys.readouterr().out
+    config = json.loads((Path(runs) / "pretrain" / "src" / "config.json").read_text())
+    assert config["classes"] is None and config["class_names"] == ["ants", "bees", "wasps"]
+
+
+def test_digits_still_defaults_to_the_demo_and_all_can_be_asked_for(tmp_path):
+    from headstart.recipes import lr_find, pretrain, tune
+    from headstart.recipes.cli import options_for
+
+    runs = str(tmp_path / "runs")
+    args = options_for("finetune", runs_dir=runs)
+    assert (args.classes, args.labels_per_class) == (None, None)   # unset until validate knows the data
+    finetune.validate(args)
+    assert (args.classes, args.labels_per_class) == ("target", 5)
+    args = options_for("pretrain", runs_dir=runs)
+    pretrain.validate(args)
+    assert (args.classes, args.labels_per_class) == ("source", None)
+    # lr-find scans, and tune searches, the same demo (the search's trials read these options).
+    for verb, module in (("lr-find", lr_find), ("tune", tune)):
+        args = options_for(verb, runs_dir=runs, name=verb)
+        module.validate(args)
+        assert (args.classes, args.labels_per_class) == ("target", 5), verb
+    assert tune.fixed_options(args)["classes"] == "target" and tune.fixed_options(args)["labels_per_class"] == 5
+
+    args = options_for("finetune", runs_dir=runs, classes="all", labels_per_class="all")
+    finetune.validate(args)
+    assert (args.classes, args.labels_per_class) == ("all", "all")
+    assert data.check_source("digits", classes="all", labels_per_class="all").classes is None
+
+    folder = _image_folder(tmp_path / "images")
+    args = options_for("finetune", data=folder, runs_dir=runs)
+    finetune.validate(args)
+    assert (args.classes, args.labels_per_class) == (None, None)
+
+
+def test_from_tuning_takes_no_digits_preset_as_a_choice(tmp_path, capsys):
+    search = tmp_path / "search"
+    search.mkdir()
+    (search / "best_hyperparameters.json").write_text(json.dumps({"finetune_options": {
+        "data": "digits", "classes": "target", "labels_per_class": 5, "lr": 0.05}}))
+    from headstart.recipes.cli import options_for
+
+    args = options_for("finetune", from_tuning=str(search))
+    finetune.take_tuned_options(args)
+    assert args.tuned == {"lr": 0.05}   # the presets were the search's defaults, not its choices
+    args = options_for("finetune", from_tuning=str(search), data="./elsewhere")
+    finetune.take_tuned_options(args)
+    assert args.classes is None and args.labels_per_class is None   # the folder keeps all its classes
+
+    (search / "best_hyperparameters.json").write_text(json.dumps({"finetune_options": {
+        "data": "digits", "classes": "5,6", "labels_per_class": 3}}))
+    args = options_for("finetune", from_tuning=str(search))
+    finetune.take_tuned_options(args)
+    assert args.tuned == {"classes": "5,6", "labels_per_class": 3}
+
+
+def test_labels_per_class_takes_an_integer_or_all(capsys):
+    assert main(["finetune", "--labels-per-class", "few"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "positive integer or 'all'" in error

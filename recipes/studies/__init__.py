@@ -78,7 +78,17 @@ def describe_study(name):
         return f"(fails to import: {type(error).__name__}: {error})"
 
 
-def run_study(name, run_dir=None, *, quick=False, seed=0, runs_root="runs", run_name=None, overwrite=False):
+_quiet = False   # run_study(quiet=True): `say` prints nothing
+
+
+def say(message):
+    """A line about what the study is doing (one per configuration it trains), unless run quietly."""
+    if not _quiet:
+        print(f"  {message}", flush=True)
+
+
+def run_study(name, run_dir=None, *, quick=False, seed=0, runs_root="runs", run_name=None, overwrite=False,
+              quiet=False):
     """Run one study and write `results.md` and `findings.json` next to its figures.
 
     Args:
@@ -87,6 +97,8 @@ def run_study(name, run_dir=None, *, quick=False, seed=0, runs_root="runs", run_
             `runs_root/study/NAME/run_name` (a timestamp when `run_name` is `None`).
         quick: the shrunk setting the tests use (a few seconds). Defaults to `False`.
         seed: seeds NumPy, Python and Keras. Defaults to `0`.
+        quiet: print nothing while it runs (by default, a line per configuration trained).
+            Defaults to `False`.
 
     Returns:
         `(run_dir, StudyResult)`.
@@ -104,7 +116,12 @@ def run_study(name, run_dir=None, *, quick=False, seed=0, runs_root="runs", run_
         if run_dir.path.exists() and any(run_dir.path.iterdir()):
             raise UsageError(f"{run_dir.path} is not empty: give run_study an empty or new folder")
         run_dir.path.mkdir(parents=True, exist_ok=True)
-    result = module.run(run_dir, quick=quick, seed=seed)
+    global _quiet
+    was_quiet, _quiet = _quiet, quiet
+    try:
+        result = module.run(run_dir, quick=quick, seed=seed)
+    finally:
+        _quiet = was_quiet
     result.findings = to_plain(result.findings)
     run_dir.write_json("findings.json", {"study": name, "quick": quick, "seed": seed,
                                           "supported": bool(result.supported), "summary": result.summary,

@@ -17,7 +17,7 @@ import math
 import numpy as np
 
 from headstart.callbacks.gradient_log import HEALTHY_UPDATE_RATIO
-from headstart.recipes.studies import StudyResult, markdown_table, pyplot
+from headstart.recipes.studies import StudyResult, markdown_table, pyplot, say
 from headstart.recipes.studies.optimizers import load_digits_arrays
 
 DESCRIPTION = "Update-to-weight ratio (GradientLogger) for SGD learning rates too small, about right and too large"
@@ -41,6 +41,7 @@ COLORS = {"too small": "tab:blue", "about right": "tab:green", "too large": "tab
 
 def train_at_rate(learning_rate, initial_weights, train, validation, epochs, log_dir, seed):
     """Train with SGD at `learning_rate`; the per-layer update ratios from the gradient log."""
+    say(f"training with SGD at learning rate {learning_rate:g} ({epochs} epochs)")
     import keras
 
     from headstart.callbacks import GradientLogger

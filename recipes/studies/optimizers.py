@@ -21,7 +21,7 @@ too small for some and unstable for others.
 
 import numpy as np
 
-from headstart.recipes.studies import StudyResult, markdown_table, pyplot
+from headstart.recipes.studies import StudyResult, markdown_table, pyplot, say
 
 DESCRIPTION = "GD, SGD, momentum, Nesterov, Adagrad, RMSprop, Adam, AdamW: paths in a ravine and MLP loss curves"
 CLAIM = ("Momentum and adaptive methods (Adam) reach a lower loss than plain gradient descent in the "
@@ -141,6 +141,7 @@ def train_mlp_losses(train, validation, epochs, seed):
     initial_weights = build_mlp(x_train.shape[1:], 10, hidden_units=HIDDEN_UNITS).get_weights()
     results = {}
     for name, settings in MLP_SETTINGS.items():
+        say(f"training the MLP with {name} ({epochs} epochs)")
         keras.utils.set_random_seed(seed)  # the same mini-batch order for every optimizer
         model = build_mlp(x_train.shape[1:], 10, hidden_units=HIDDEN_UNITS)
         model.set_weights(initial_weights)

@@ -29,7 +29,7 @@ where L1 should stand out.
 
 import numpy as np
 
-from headstart.recipes.studies import StudyResult, markdown_table, pyplot
+from headstart.recipes.studies import StudyResult, markdown_table, pyplot, say
 from headstart.recipes.studies.optimizers import dataset_arrays
 
 DESCRIPTION = "No regularisation, L1, L2, elastic net, dropout, early stopping, augmentation, batch norm on 100 digits"
@@ -159,6 +159,7 @@ def near_zero_fraction(model):
 
 
 def train_variant(variant, arrays, epochs, patience, seed):
+    say(f"training with {variant} (up to {epochs} epochs)")
     import keras
 
     from headstart.callbacks import EarlyStopping

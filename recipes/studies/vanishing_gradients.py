@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from headstart.recipes.studies import StudyResult, digits_arrays, markdown_table, pyplot
+from headstart.recipes.studies import StudyResult, digits_arrays, markdown_table, pyplot, say
 
 DESCRIPTION = "per-layer gradient norms and loss of 20-layer sigmoid/tanh/ReLU/leaky-ReLU MLPs, + batch norm, + residual"
 CLAIM = ("In a deep sigmoid network the gradient vanishes towards the first layers and training stalls, while "
@@ -59,6 +59,7 @@ LEARNING = 0.9
 
 def train(name, options, data, depth, epochs, every_n_steps, log_dir, seed):
     """Train one network with a GradientLogger; returns per-epoch losses and the log's kernel norms."""
+    say(f"training {name} ({depth} layers, {epochs} epochs)")
     import keras
 
     from headstart.callbacks import GradientLogger, read_gradient_log

@@ -24,7 +24,7 @@ import time
 import keras_tuner
 from keras_tuner.src.engine.tuner_utils import SaveBestEpoch  # not exported; the callback a trial's checkpoint comes from
 
-from headstart.recipes import engine, finetune
+from headstart.recipes import engine, finetune, options
 from headstart.recipes.tuning import space as search_space
 
 # Reported with each trial's metrics, so trials.csv has them in any process layout
@@ -87,6 +87,7 @@ class FineTuneHyperModel(keras_tuner.HyperModel):
     def features(self, model, splits, batch_size):
         """The frozen backbone's features, computed on the first trial that needs them and kept."""
         if batch_size not in self._features:
+            options.say(self.args, "computing the frozen backbone's features once, for every trial's head phase")
             self._features[batch_size] = engine.FeatureCache(model.get_layer("backbone"), splits,
                                                              self.args.cache_dir)
         return self._features[batch_size]
@@ -106,6 +107,7 @@ class FineTuneHyperModel(keras_tuner.HyperModel):
         training = engine.TrainingOptions(
             weight_decay=trial.weight_decay if self.args.weight_decay_kind == "decoupled" else 0.0,
             patience=self.args.patience, monitor=self.objective, verbose=int(self.args.verbose),
+            progress=options.progress(self.args),
             feature_cache=self.args.feature_cache, cache_dir=self.args.cache_dir)
         # The engine saves the trial's state after every epoch there: a trial killed mid-way
         # (and retried by the resumed search) continues from its last epoch.

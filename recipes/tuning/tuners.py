@@ -41,8 +41,12 @@ class ResumableSearch:
         kwargs["checkpoint_dir"] = os.path.join(self.get_trial_dir(trial.trial_id), CHECKPOINT_FOLDER)
         return super().run_trial(trial, *args, **kwargs)
 
+    quiet = False   # --quiet: no line per trial (make_tuner sets it)
+
     def on_trial_begin(self, trial):
         super().on_trial_begin(trial)
+        if not self.quiet:
+            print(f"starting {trial_values_line(trial)}", flush=True)
         record = {"trial_id": trial.trial_id, "tuner_id": self.tuner_id, "pid": os.getpid(), "time": time.time()}
         # One write on an O_APPEND descriptor: lines from several workers do not interleave.
         descriptor = os.open(os.path.join(self.project_dir, TRIAL_STARTS), os.O_WRONLY | os.O_APPEND | os.O_CREAT)
@@ -53,7 +57,22 @@ class ResumableSearch:
 
     def on_trial_end(self, trial):
         super().on_trial_end(trial)
-        print(trial_line(self.oracle.get_trial(trial.trial_id), self.oracle.objective.name), flush=True)
+        if not self.quiet:
+            best = self.oracle.get_best_trials(1)
+            so_far = (f"; best so far {best[0].score:.4f} (trial {best[0].trial_id})"
+                      if best and best[0].score is not None else "")
+            print(trial_line(self.oracle.get_trial(trial.trial_id), self.oracle.objective.name) + so_far, flush=True)
+
+
+def trial_values_line(trial):
+    """`trial 0003: lr 0.01, dropout 0.2 (epochs 3-7 of its budget)`: what a trial is about to train."""
+    values = trial.hyperparameters.values
+    rounds = ""
+    if "tuner/epochs" in values:   # Hyperband: this round continues the trial from tuner/initial_epoch
+        rounds = f" (epochs {values.get('tuner/initial_epoch', 0) + 1}-{values['tuner/epochs']} of its budget)"
+    shown = ", ".join(f"{name} {value:.3g}" if isinstance(value, float) else f"{name} {value}"
+                      for name, value in values.items() if not name.startswith("tuner/"))
+    return f"trial {trial.trial_id}: {shown}{rounds}"
 
 
 def trial_line(trial, objective):
@@ -100,10 +119,11 @@ def resumable(tuner_class):
 
 
 def make_tuner(name, hypermodel, objective, *, directory, project_name, max_trials=None, max_epochs=None,
-               hyperband_factor=3, seed=0, max_consecutive_failed_trials=3, strategy=None):
+               hyperband_factor=3, seed=0, max_consecutive_failed_trials=3, strategy=None, quiet=False):
     """keras-tuner's tuner `name` on `hypermodel`, reloading the search in `directory/project_name` if any.
 
-    `max_trials` also caps Hyperband (whose own schedule otherwise decides the count).
+    `max_trials` also caps Hyperband (whose own schedule otherwise decides the count). Unless
+    `quiet`, a line is printed when each trial starts and when it ends (its score, the best so far).
     """
     direction = "min" if objective.endswith("loss") else "max"
     common = dict(objective=keras_tuner.Objective(objective, direction), seed=seed, directory=str(directory),
@@ -112,5 +132,7 @@ def make_tuner(name, hypermodel, objective, *, directory, project_name, max_tria
     if name == "hyperband":
         tuner = resumable(TUNERS[name])(hypermodel, max_epochs=max_epochs, factor=hyperband_factor, **common)
         tuner.oracle.max_trials = max_trials
-        return tuner
-    return resumable(TUNERS[name])(hypermodel, max_trials=max_trials, **common)
+    else:
+        tuner = resumable(TUNERS[name])(hypermodel, max_trials=max_trials, **common)
+    tuner.quiet = quiet
+    return tuner
