@@ -14,12 +14,7 @@ The registry itself (names, sizes, weights files, `get_spec`, `check_backbone_op
 `headstart.models.backbone_specs`, which imports no Keras, so recipes validate options with it
 before TensorFlow starts; this module re-exports it and builds from the same table.
 
-Names: `keras.applications` models keep Keras' names in lower case with underscores
-(`mobilenet_v2`, `efficientnet_b0`, `efficientnet_v2_s`, `resnet50_v2`, `convnext_tiny`);
-the project's own keep their `headstart.models.registry` names (`resnet8`, `resnet20`, `cnn`,
-`autoencoder_conv`). Where both have a name, `resnet50`, Keras' ImageNet ResNet-50 wins
-and the project's own ResNet-50 preset is not offered as a backbone (it stays available
-as `headstart.models.create_model("resnet50")`).
+Names: see `headstart.models.backbone_specs`.
 
 Weights: `None` (random), `"imagenet"` (downloaded once by Keras into
 `$KERAS_HOME/models`, `~/.keras/models` by default; offline and not cached, this fails at
