@@ -215,7 +215,6 @@ def model_and_data(args, strategy=None):
     """
     import contextlib
 
-    import keras
 
     from headstart.models import backbones
     from headstart.models.regularizers import regularize_towards_pretrained
