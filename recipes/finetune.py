@@ -215,7 +215,6 @@ def model_and_data(args, strategy=None):
     """
     import contextlib
 
-
     from headstart.models import backbones
     from headstart.models.regularizers import regularize_towards_pretrained
     from headstart.recipes import data, engine
