@@ -9,7 +9,8 @@ registry the recipes check options with) can be imported without Keras, hence wi
 TensorFlow's start-up.
 
 Loading `.keras` files needs the project's Keras objects registered (its layers,
-initializers, regularizers and `LayerRateOptimizer`). They are registered by importing
+initializers, regularizers, `LayerRateOptimizer`, the one-cycle schedule and the
+smoothed cross-entropy). They are registered by importing
 this package when Keras is already imported, by the first use of any builder here
 (`models.create_model`, `models.build_resnet`, ...), by importing
 `headstart.models.backbones`, or explicitly with `models.register_keras_objects()`.
@@ -18,7 +19,8 @@ this package when Keras is already imported, by the first use of any builder her
 import importlib
 import sys
 
-_SUBMODULES = ("backbone_specs", "backbones", "freezing", "initializers", "layer_rates", "lsuv", "regularizers")
+_SUBMODULES = ("backbone_specs", "backbones", "freezing", "initializers", "layer_rates", "losses", "lsuv",
+               "one_cycle", "regularizers", "schedules")
 _EXPORTS = {
     "attach_head": "headstart.models.heads",
     "build_autoencoder": "headstart.models.autoencoder",
@@ -32,7 +34,8 @@ _EXPORTS = {
 }
 # Importing these registers the classes `.keras` files name ("headstart>L2SP", ...).
 _REGISTERING = ("headstart.models.initializers", "headstart.models.regularizers",
-                "headstart.models.layer_rates", "headstart.models.resnet")
+                "headstart.models.layer_rates", "headstart.models.losses", "headstart.models.one_cycle",
+                "headstart.models.resnet")
 
 __all__ = sorted([*_SUBMODULES, *_EXPORTS, "register_keras_objects"])
 

@@ -17,6 +17,7 @@ import keras
 import tensorflow as tf
 
 from headstart.callbacks import EarlyStopping, GradientLogger, GradualUnfreezing, HistoryWriter, ProgressLogger
+from headstart.models import losses, schedules
 from headstart.models.freezing import freeze, unfreeze
 from headstart.models.layer_rates import with_layer_rates
 from headstart.recipes import distribution
@@ -26,6 +27,11 @@ from headstart.recipes.errors import TrainingDiverged
 # AdamW decays every variable it updates unless told otherwise; biases and batch-norm
 # scales/offsets are conventionally excluded (decaying them only hurts).
 NO_DECAY_NAMES = ["bias", "gamma", "beta"]
+# A phase budgeted in optimizer steps checks validation (early stopping, the checkpoint,
+# the progress line) at most this many times: when the training split has fewer batches
+# than steps / this, one epoch repeats it (Keras' `steps_per_epoch` on repeated data), so
+# 500 steps on 25 images are 25 epochs of 20 steps, not 500 epochs of one.
+MAX_EPOCHS_PER_STEP_BUDGET = 25
 
 
 def seed_everything(seed, deterministic=False):
@@ -52,16 +58,25 @@ def make_strategy(name="default"):
 
 
 def compile_model(model, *, learning_rate, weight_decay=0.0, num_classes=None, task="classification",
-                  layer_rates=None):
+                  layer_rates=None, label_smoothing=0.0, ema=None, grad_accum=None, soft_labels=False):
     """Compile with AdamW (decoupled weight decay) for a task.
 
     `"classification"`: cross-entropy on logits and accuracy (binary when the model has
     one output). `"reconstruction"` (autoencoders): mean squared error. `layer_rates`
     (`{"decay": ..., "groups": ...}`) gives each layer group its own multiple of the rate
-    (see `headstart.models.layer_rates`).
+    (see `headstart.models.layer_rates`). `learning_rate` may be a Keras schedule.
+
+    `label_smoothing`: multi-class cross-entropy against `(1 - s) * one_hot + s / classes`
+    (`headstart.models.losses.SmoothedCrossentropy`). `ema`: keep an exponential moving
+    average of the weights with this decay (Keras' `use_ema`; `run_phases` swaps it in for
+    validation and keeps it). `grad_accum`: apply the mean gradient of this many batches
+    (Keras' `gradient_accumulation_steps`). `soft_labels`: the training labels are rows of
+    class probabilities (MixUp / CutMix), validation's integers; loss and accuracy take both.
     """
     num_classes = num_classes or model.output_shape[-1]
-    optimizer = keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
+    optimizer = keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay,
+                                       use_ema=ema is not None, ema_momentum=0.99 if ema is None else ema,
+                                       gradient_accumulation_steps=grad_accum if grad_accum and grad_accum > 1 else None)
     optimizer.exclude_from_weight_decay(var_names=NO_DECAY_NAMES)
     if layer_rates is not None:
         optimizer = with_layer_rates(optimizer, model, decay=layer_rates.get("decay"),
@@ -71,6 +86,9 @@ def compile_model(model, *, learning_rate, weight_decay=0.0, num_classes=None, t
     elif num_classes == 1:
         loss = keras.losses.BinaryCrossentropy(from_logits=True)
         metrics = [keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")]
+    elif label_smoothing or soft_labels:
+        loss = losses.SmoothedCrossentropy(num_classes, label_smoothing)
+        metrics = [losses.Accuracy(num_classes) if soft_labels else keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
     else:
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
@@ -83,6 +101,10 @@ class Phase:
 
     `head_only` says the backbone is frozen in this phase, so the head may train on
     cached backbone features instead of images.
+
+    The budget is `epochs` (passes over the training split), or `steps` (optimizer steps,
+    the same on any data size: see `phase_budget`) when given. `schedule` and `warmup`
+    shape the learning rate over the phase's steps (`headstart.models.schedules`).
     """
 
     name: str
@@ -92,6 +114,42 @@ class Phase:
     head_only: bool = False
     layer_rates: dict = None      # {"decay": ..., "groups": ...}: per-group multiples of the rate
     callbacks: callable = None    # first epoch of the phase -> callbacks for this phase only
+    steps: int = None             # budget in optimizer steps, instead of `epochs`
+    schedule: str = "constant"    # or "cosine", "onecycle"
+    warmup: float = None          # fraction of the phase's steps (None: the schedule's default)
+
+
+@dataclass
+class Budget:
+    """A phase's budget in Keras' terms: `epochs` of `epoch_steps` batches, each `passes` passes
+    over the training split; `batches` in all (the last epoch may end early to hit it exactly),
+    one optimizer step per `accumulate` of them."""
+
+    epochs: int
+    passes: int
+    epoch_steps: int   # None when the training split's length is unknown (budget in epochs only)
+    batches: int
+    accumulate: int = 1
+
+    @property
+    def steps(self):
+        """Optimizer steps in the phase (what a schedule counts)."""
+        return None if self.batches is None else self.batches // self.accumulate
+
+
+def phase_budget(phase, batches, accumulate=1):
+    """The `Budget` of `phase` when one pass over the training split is `batches` batches and an
+    optimizer step takes `accumulate` of them (gradient accumulation). `phase.steps` counts
+    optimizer steps."""
+    if phase.steps is None:
+        return Budget(phase.epochs, 1, batches, None if batches is None else phase.epochs * batches, accumulate)
+    if batches is None:
+        raise ValueError(f"phase {phase.name}: a budget in steps needs a training split of known length "
+                         "(tf.data cardinality); give the budget in epochs")
+    total = phase.steps * accumulate
+    passes = max(1, math.ceil(total / (MAX_EPOCHS_PER_STEP_BUDGET * batches)))
+    epoch_steps = passes * batches
+    return Budget(math.ceil(total / epoch_steps), passes, epoch_steps, total, accumulate)
 
 
 @dataclass
@@ -133,6 +191,10 @@ class TrainingOptions:
     task: str = "classification"   # or "reconstruction" (autoencoders: data yields (image, image))
     feature_cache: bool = True     # head-only phases train on cached backbone features when valid
     cache_dir: str = None          # None: features in memory; a folder: on disk (tf.data file cache)
+    label_smoothing: float = 0.0   # see `compile_model`
+    ema: float = None              # decay of the weights' moving average; None: no average
+    grad_accum: int = None         # batches per optimizer step (their mean gradient)
+    class_weight: dict = None      # {label: weight} for the training loss (Keras' `fit(class_weight=...)`)
 
 
 def run_phases(build_model, data, phases, options=None, *, strategy="default", run_dir=None,
@@ -182,14 +244,21 @@ def run_phases(build_model, data, phases, options=None, *, strategy="default", r
         run.restore(saved, result, model)
         result.notes.append(f"resumed after epoch {run.epoch} (phase {phases[run.phase_index].name})")
 
+    batches = train_batches(data)
     for index, phase in enumerate(phases):
-        if phase.epochs == 0 or index < run.phase_index or (index == run.phase_index and run.phase_done):
+        budget = phase_budget(phase, batches, options.grad_accum or 1)
+        if budget.epochs == 0 or index < run.phase_index or (index == run.phase_index and run.phase_done):
             continue
         resuming = saved is not None and index == run.phase_index
+        # Over the phase's own steps: each phase compiles a new optimizer, whose `iterations`
+        # count this phase's steps (restored on resume, so the schedule goes on where it was).
+        learning_rate = schedules.make(phase.schedule, phase.learning_rate, budget.steps or 0, phase.warmup)
+        tools = dict(label_smoothing=options.label_smoothing, ema=options.ema, grad_accum=options.grad_accum,
+                     soft_labels=bool(getattr(getattr(data, "spec", None), "mixes", False)))
         with strategy.scope():
             phase.set_trainable(model)
-            compile_model(model, learning_rate=phase.learning_rate, weight_decay=options.weight_decay,
-                          num_classes=num_classes, task=options.task, layer_rates=phase.layer_rates)
+            compile_model(model, learning_rate=learning_rate, weight_decay=options.weight_decay,
+                          num_classes=num_classes, task=options.task, layer_rates=phase.layer_rates, **tools)
         fit_model, train_data, val_data = model, data.train, data.val
         epochs_of = getattr(data, "train_epochs", None)   # training order fixed by (seed, epoch): see recipes.data.pipeline
         use_cache = phase.head_only and options.feature_cache
@@ -205,8 +274,8 @@ def run_phases(build_model, data, phases, options=None, *, strategy="default", r
             fit_model, train_data, val_data = model.get_layer("head"), features.train, features.val
             epochs_of = features.train_epochs
             with strategy.scope():
-                compile_model(fit_model, learning_rate=phase.learning_rate,
-                              weight_decay=options.weight_decay, num_classes=num_classes)
+                compile_model(fit_model, learning_rate=learning_rate,
+                              weight_decay=options.weight_decay, num_classes=num_classes, **tools)
         first_epoch = run.phase_first_epoch if resuming else run.epoch
         if resuming:
             with strategy.scope():
@@ -215,8 +284,13 @@ def run_phases(build_model, data, phases, options=None, *, strategy="default", r
         run.start_phase(index, first_epoch)
         phase_callbacks = phase.callbacks(first_epoch) if phase.callbacks else []
         recorder = _EpochRecorder(checkpoint, run, result, early_stopping, model, fit_model, phase.name)
+        # First, so validation, early stopping's best weights and the checkpoint see the average.
+        averaging = [] if options.ema is None else [_SwapEMAWeights(resumed=resuming)]
         # Last, so an epoch's seconds include the checkpoint and history the callbacks before it write.
-        progress = [ProgressLogger(phase.name, phase.epochs, first_epoch)] if epoch_lines(options) else []
+        progress = [ProgressLogger(phase.name, budget.epochs, first_epoch)] if epoch_lines(options) else []
+        end_epoch = first_epoch + budget.epochs
+        exact = [] if budget.batches is None or budget.batches % budget.epoch_steps == 0 else [
+            _StepBudget(budget.batches, budget.epoch_steps, first_epoch)]
         started = time.perf_counter()
         if resuming and run.early_stopping["stop_reason"] is not None:
             # Stopped after its last saved epoch, killed before the phase was closed: only close it.
@@ -227,17 +301,28 @@ def run_phases(build_model, data, phases, options=None, *, strategy="default", r
         else:
             # Callbacks are built when the phase starts: early stopping may have shortened the one before.
             steps = None
-            if epochs_of is not None and run.epoch < first_epoch + phase.epochs:   # else: killed after its last epoch
-                train_data, steps = epochs_of(run.epoch, first_epoch + phase.epochs), steps_per_epoch(data)
+            if epochs_of is not None and run.epoch < end_epoch:   # else: killed after its last epoch
+                train_data = epochs_of(run.epoch, end_epoch, budget.passes) if budget.passes > 1 else epochs_of(
+                    run.epoch, end_epoch)   # hand-made `train_epochs` may take two arguments
+                steps = budget.epoch_steps
+            elif budget.passes > 1:
+                train_data, steps = train_data.repeat(), budget.epoch_steps
             fit_model.fit(train_data, validation_data=val_data, initial_epoch=run.epoch, steps_per_epoch=steps,
-                          epochs=first_epoch + phase.epochs,
-                          callbacks=[*callbacks, *phase_callbacks, recorder, *progress],
+                          epochs=end_epoch,
+                          callbacks=[*averaging, *callbacks, *phase_callbacks, *exact, recorder, *progress],
+                          class_weight=options.class_weight,
                           verbose=keras_verbose(options), shuffle=False)  # the tf.data pipeline shuffles
         run.seconds += time.perf_counter() - started
         epochs_run = run.epoch - first_epoch
         result.phases.append({
             "name": phase.name, "first_epoch": first_epoch + 1, "epochs": epochs_run,
-            "learning_rate": phase.learning_rate, "seconds": round(run.seconds, 2),
+            "steps": None if budget.batches is None else min(budget.batches, epochs_run * budget.epoch_steps)
+            // budget.accumulate,
+            "batches_per_epoch": budget.epoch_steps,
+            "budget": {"steps": phase.steps} if phase.steps is not None else {"epochs": phase.epochs},
+            "learning_rate": phase.learning_rate, "schedule": phase.schedule,
+            "warmup_steps": schedules.warmup_steps(phase.schedule, phase.warmup, budget.steps or 0),
+            "seconds": round(run.seconds, 2),
             "seconds_per_epoch": round(run.seconds / max(epochs_run, 1), 3),
             "trainable_weights": len(model.trainable_weights),
             "feature_cache": use_cache,
@@ -374,6 +459,33 @@ class _EpochRecorder(keras.callbacks.Callback):
             self.run.save(self.checkpoint, self.result, self.early_stopping, self.whole_model, self.fit_model)
 
 
+class _SwapEMAWeights(keras.callbacks.SwapEMAWeights):
+    """Keras' `SwapEMAWeights(swap_on_epoch=True)`: the average is in the model from each
+    epoch's end (validation, early stopping's best weights, the checkpoint) to the next
+    epoch's start. A resumed phase starts from a checkpoint saved that way, so its first
+    epoch swaps the trained weights back in first (`resumed`)."""
+
+    def __init__(self, resumed=False):
+        super().__init__(swap_on_epoch=True)
+        self._ema_weights_in_model = resumed
+
+
+class _StepBudget(keras.callbacks.Callback):
+    """Ends the phase's last epoch at exactly its budget of batches (Keras checks `stop_training`
+    after every batch; validation and the epoch's callbacks still run)."""
+
+    def __init__(self, batches, epoch_steps, first_epoch):
+        super().__init__()
+        self.steps, self.epoch_steps, self.first_epoch, self.epoch = batches, epoch_steps, first_epoch, first_epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.epoch - self.first_epoch) * self.epoch_steps + batch + 1 >= self.steps:
+            self.model.stop_training = True
+
+
 def _seed_states(model):
     """The random-seed states of the model's layers (dropout), so a resumed run draws what the
     uninterrupted one would have drawn; `model.weights` leaves them out."""
@@ -396,8 +508,9 @@ def _restore_optimizer(model, values):
 def feature_cache_refusal(data):
     """Why the head cannot train on cached features for `data`, or None when it can."""
     spec = getattr(data, "spec", None)
-    if spec is not None and spec.augment:
-        return ("augmentation changes the backbone's input every epoch (features would be stale); "
+    if spec is not None and (spec.augment or spec.mixes):
+        what = "augmentation" if spec.augment else "MixUp / CutMix"
+        return (f"{what} changes the backbone's input every epoch (features would be stale); "
                 "training through the frozen backbone instead")
     return None
 
@@ -438,7 +551,8 @@ class FeatureCache:
             if spec.shuffle:
                 self.train_epochs = self._epochs(self.train.unbatch(), data.num_examples["train"], spec)
             else:
-                self.train_epochs = lambda first_epoch, end_epoch: self.train.repeat(end_epoch - first_epoch)
+                self.train_epochs = (lambda first_epoch, end_epoch, passes=1:
+                                     self.train.repeat((end_epoch - first_epoch) * passes))
         else:
             self.train = cached(data.train, "train")
         if spec is not None and spec.shuffle:
@@ -456,12 +570,13 @@ class FeatureCache:
     def _epochs(features, count, spec):
         from headstart.recipes.data.pipeline import concatenated, epoch_seed
 
-        def epoch(number):
-            return features.shuffle(count, seed=epoch_seed(spec.seed, number),
-                                    reshuffle_each_iteration=False).batch(spec.batch_size)
+        def epoch(number, passes):   # as the image pipeline's `train_epochs`
+            ordered = features.shuffle(count, seed=epoch_seed(spec.seed, number),
+                                       reshuffle_each_iteration=passes > 1).batch(spec.batch_size)
+            return ordered if passes == 1 else ordered.repeat(passes)
 
-        return lambda first_epoch, end_epoch: concatenated(
-            epoch(number) for number in range(first_epoch, end_epoch)).prefetch(tf.data.AUTOTUNE)
+        return lambda first_epoch, end_epoch, passes=1: concatenated(
+            epoch(number, passes) for number in range(first_epoch, end_epoch)).prefetch(tf.data.AUTOTUNE)
 
 
 def steps_per_epoch(data):
@@ -469,15 +584,28 @@ def steps_per_epoch(data):
     return math.ceil(data.num_examples["train"] / data.spec.batch_size)
 
 
-def train(build_model, data, *, epochs, learning_rate, options=None, **kwargs):
-    """One phase with every weight trainable (training from scratch, or pretraining)."""
+def train_batches(data):
+    """Batches in one pass over `data`'s training split; None when tf.data does not know."""
+    if getattr(data, "spec", None) is not None:
+        return steps_per_epoch(data)
+    count = int(data.train.cardinality())
+    return count if count > 0 else None
+
+
+def train(build_model, data, *, epochs, learning_rate, steps=None, schedule="constant", warmup=None, options=None,
+          **kwargs):
+    """One phase with every weight trainable (training from scratch, or pretraining).
+
+    `steps`: the budget in optimizer steps instead of `epochs`; `schedule`, `warmup`: the
+    learning rate over the phase (see `Phase`).
+    """
     def make_all_trainable(model):
         # Not `model.trainable = True`: Keras skips that when the flag is already True,
         # leaving layers frozen one by one still frozen; `unfreeze` sets every layer.
         unfreeze(model, batch_norm="train")
 
-    return run_phases(build_model, data, [Phase("train", epochs, learning_rate, make_all_trainable)],
-                      options, **kwargs)
+    phase = Phase("train", epochs, learning_rate, make_all_trainable, steps=steps, schedule=schedule, warmup=warmup)
+    return run_phases(build_model, data, [phase], options, **kwargs)
 
 
 def train_head_only(model):
@@ -498,17 +626,18 @@ def train_head_and_backbone(model, unfreeze_layers="all", batch_norm="frozen"):
         unfreeze(backbone, from_layer=unfreeze_layers, batch_norm=batch_norm)
 
 
-def fine_tune(build_model, data, *, head_epochs, finetune_epochs, learning_rate, finetune_learning_rate,
+def fine_tune(build_model, data, *, learning_rate, finetune_learning_rate, head_epochs=0, finetune_epochs=0,
               unfreeze_layers="all", batch_norm="frozen", layer_decay=None, lr_groups=None,
-              gradual_unfreeze=None, options=None, **kwargs):
+              gradual_unfreeze=None, head_steps=None, finetune_steps=None, schedule="constant", warmup=None,
+              options=None, **kwargs):
     """Two phases: the head on a frozen backbone, then the unfrozen part of the backbone too.
 
     Args:
         build_model: zero-argument callable returning a model with `backbone` and `head`
             sub-models (built inside the distribution strategy's scope).
         data: a `headstart.recipes.data.DataSplits`.
-        head_epochs: epochs of phase 1 (backbone frozen).
-        finetune_epochs: epochs of phase 2; 0 stops after phase 1.
+        head_epochs: epochs of phase 1 (backbone frozen). Defaults to `0`.
+        finetune_epochs: epochs of phase 2; 0 stops after phase 1. Defaults to `0`.
         learning_rate: phase 1 learning rate.
         finetune_learning_rate: phase 2 learning rate, usually 10x to 100x lower.
         unfreeze_layers: `"all"`, an int (that many top layers of the backbone), or a
@@ -522,6 +651,12 @@ def fine_tune(build_model, data, *, head_epochs, finetune_epochs, learning_rate,
         gradual_unfreeze: phase 2: unfreeze the backbone's blocks from the top, one every
             this many epochs (an int), or at these epochs of the phase (a list); see
             `headstart.callbacks.GradualUnfreezing`. Defaults to `None` (all at once).
+        head_steps, finetune_steps: a phase's budget in optimizer steps instead of epochs.
+            Defaults to `None` (the epochs).
+        schedule: each phase's learning rate over its steps: `"constant"`, `"cosine"`
+            or `"onecycle"` (`headstart.models.schedules`). Defaults to `"constant"`.
+        warmup: the fraction of each phase's steps that warms up. Defaults to `None`
+            (the schedule's own default).
         options: `TrainingOptions`.
     """
     def head_and_backbone(model):
@@ -538,7 +673,8 @@ def fine_tune(build_model, data, *, head_epochs, finetune_epochs, learning_rate,
             return [GradualUnfreezing(gradual_unfreeze, start_epoch=first_epoch)]
         return [GradualUnfreezing(schedule=list(gradual_unfreeze), start_epoch=first_epoch)]
 
-    phases = [Phase("head", head_epochs, learning_rate, train_head_only, head_only=True),
+    shape = dict(schedule=schedule, warmup=warmup)
+    phases = [Phase("head", head_epochs, learning_rate, train_head_only, head_only=True, steps=head_steps, **shape),
               Phase("finetune", finetune_epochs, finetune_learning_rate, head_and_backbone,
-                    layer_rates=rates, callbacks=unfreezing)]
+                    layer_rates=rates, callbacks=unfreezing, steps=finetune_steps, **shape)]
     return run_phases(build_model, data, phases, options, **kwargs)

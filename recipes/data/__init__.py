@@ -32,7 +32,7 @@ from headstart.recipes.data.spec import (AUGMENTATIONS, BATCH_SIZE, CHANNELS, DE
                                TEST_FRACTION, VALIDATION_FRACTION, DataSpec, check_source, list_datasets)
 
 __all__ = ["AUGMENTATIONS", "DIGITS_SOURCE_CLASSES", "DIGITS_TARGET_CLASSES", "DataSpec", "DataSplits",
-           "SkippedImageWarning", "check_source", "list_datasets", "load"]
+           "SkippedImageWarning", "check_source", "class_counts", "list_datasets", "load"]
 
 # Source kind -> the function that reads it into `pipeline.Records`.
 _READERS = {"digits": digits.read, "folder": folder.read, "tfds": tfds_source.read}
@@ -51,11 +51,13 @@ class DataSplits:
         input_shape: (height, width, channels) of each image.
         num_examples: examples per split, e.g. `{"train": 1079, "val": 359, "test": 359}`.
         spec: the checked options the splits were built from.
-        train_epochs: `train_epochs(first_epoch, end_epoch)` is the training split's epochs
+        train_epochs: `train_epochs(first_epoch, end_epoch, passes=1)` is the training split's epochs
             `first_epoch` to `end_epoch - 1` as one dataset, each in an order fixed by
             (seed, epoch), for `fit(..., steps_per_epoch=...)`: the engine trains on it so
             that a resumed run sees the batches the uninterrupted one saw. `None` for
             hand-made splits.
+        train_plain: one pass over the training split in a fixed order, neither augmented
+            nor mixed, integer labels: what the baselines fit on. `None` for hand-made splits.
     """
 
     train: "tf.data.Dataset"  # noqa: F821 (TensorFlow is imported only when data is loaded)
@@ -66,6 +68,7 @@ class DataSplits:
     num_examples: dict
     spec: DataSpec
     train_epochs: Optional[Callable] = None
+    train_plain: Optional["tf.data.Dataset"] = None  # noqa: F821
 
     @property
     def num_classes(self):
@@ -75,7 +78,7 @@ class DataSplits:
 def load(source=DEFAULT_SOURCE, *, image_size=IMAGE_SIZE, channels=CHANNELS, batch_size=BATCH_SIZE,
          preprocess=None, augment=(), classes=None, labels_per_class=None,
          validation_fraction=VALIDATION_FRACTION, test_fraction=TEST_FRACTION, seed=SEED, shuffle=True,
-         cache=True, data_dir=None):
+         cache=True, data_dir=None, mixup=0.0, cutmix=0.0):
     """Load `source` as train / val (/ test) pipelines, ready for `model.fit`.
 
     Args:
@@ -113,6 +116,9 @@ def load(source=DEFAULT_SOURCE, *, image_size=IMAGE_SIZE, channels=CHANNELS, bat
             disk again. Defaults to `True`.
         data_dir: where TFDS datasets are stored and downloaded to. Defaults to `None`
             (TFDS's own default, `~/tensorflow_datasets`).
+        mixup, cutmix: the alpha of Keras' `MixUp` / `CutMix` on training batches (after
+            `augment`): the training labels become soft (float32 rows over the classes).
+            With both, each batch gets one of the two, at random. Defaults to `0.0` (off).
 
     Returns:
         A `DataSplits`.
@@ -130,7 +136,7 @@ def load(source=DEFAULT_SOURCE, *, image_size=IMAGE_SIZE, channels=CHANNELS, bat
     spec = check_source(source, image_size=image_size, channels=channels, batch_size=batch_size,
                         augment=augment, classes=classes, labels_per_class=labels_per_class,
                         validation_fraction=validation_fraction, test_fraction=test_fraction, seed=seed,
-                        shuffle=shuffle, cache=cache, data_dir=data_dir)
+                        shuffle=shuffle, cache=cache, data_dir=data_dir, mixup=mixup, cutmix=cutmix)
     # Imported only now that every check has passed: it imports TensorFlow.
     from headstart.recipes.data import pipeline
 
@@ -141,5 +147,14 @@ def load(source=DEFAULT_SOURCE, *, image_size=IMAGE_SIZE, channels=CHANNELS, bat
         class_names=list(records.class_names), input_shape=spec.input_shape,
         num_examples={split: records.splits[split][1] if split in records.splits else 0
                       for split in ("train", "val", "test")},
-        spec=spec, train_epochs=datasets["train_epochs"],
+        spec=spec, train_epochs=datasets["train_epochs"], train_plain=datasets["train_plain"],
     )
+
+
+def class_counts(splits):
+    """Training examples per label, `counts[label]` (one pass over the labels of the training split)."""
+    import numpy as np
+
+    train = splits.train_plain if splits.train_plain is not None else splits.train
+    labels = np.concatenate([labels for labels in train.map(lambda images, labels: labels).as_numpy_iterator()])
+    return np.bincount(labels.astype(int), minlength=splits.num_classes).tolist()

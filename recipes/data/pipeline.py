@@ -8,6 +8,7 @@
       -> shuffle                     train, when cached: a new order every epoch
       -> batch
       -> augment                     train only, if asked: Keras preprocessing layers
+      -> mix                         train only, if asked: Keras' MixUp / CutMix (soft labels)
       -> float32, preprocess         the backbone's `preprocess_input`, or / 255
       -> prefetch
 
@@ -91,13 +92,15 @@ def build(records, spec, preprocess=None):
                              f"{'validation' if split == 'val' else 'test'}_fraction. "
                              f"Received: {split}_examples=0")
     augment = _augmenter(spec.augment, spec.seed) if spec.augment else None
+    mix = _mixer(spec, len(records.class_names)) if spec.mixes else None
     cache = caches_in_memory([size for _, size in records.splits.values()], spec)
     pipelines = {split: _pipeline(dataset, size, records, spec, cache=cache, training=split == "train",
-                                  augment=augment if split == "train" else None,
+                                  augment=augment if split == "train" else None, mix=mix if split == "train" else None,
                                   preprocess=preprocess or _scale_to_unit)
                  for split, (dataset, size) in records.splits.items()}
-    return {**{split: batches for split, (batches, _) in pipelines.items()},
-            "train_epochs": pipelines["train"][1]}
+    train, train_epochs, train_plain = pipelines["train"]
+    return {**{split: batches for split, (batches, *_) in pipelines.items()},
+            "train_epochs": train_epochs, "train_plain": train_plain}
 
 
 def cached_bytes(split_sizes, spec):
@@ -117,8 +120,9 @@ def caches_in_memory(split_sizes, spec):
     return spec.cache and size is not None and size <= MEMORY_CACHE_BYTES
 
 
-def _pipeline(dataset, size, records, spec, *, cache, training, augment, preprocess):
-    """The split's batches, and for the training split also `epochs(first_epoch)` (else None)."""
+def _pipeline(dataset, size, records, spec, *, cache, training, augment, mix, preprocess):
+    """The split's batches, and for the training split also `epochs(first_epoch, end_epoch)` and one
+    plain pass (fixed order, not augmented nor mixed); else None, None."""
     shuffle = training and spec.shuffle
     shuffle_buffer = max(1, min(size, SHUFFLE_BUFFER))
     to_image = functools.partial(_to_image, decode=records.decode, image_size=spec.image_size,
@@ -135,41 +139,46 @@ def _pipeline(dataset, size, records, spec, *, cache, training, augment, preproc
     # What each epoch's order is drawn from: items (paths, bytes), or the cached images.
     source = decoded(dataset).cache() if cache else dataset
 
-    def finish(images, labels):
+    def finish(images, labels, plain=False):
         images = tf.cast(images, tf.float32)
-        if augment is not None:
+        if augment is not None and not plain:
             images = augment(images)
+        if mix is not None and not plain:
+            images, labels = mix(images, labels)
         return preprocess(images), labels
 
-    def one_pass(order):
-        items = order(source) if shuffle else source
+    def one_pass(order, plain=False):
+        items = order(source) if shuffle and not plain else source
         if not cache:
             items = decoded(items)
-        return items.batch(spec.batch_size).map(finish, num_parallel_calls=AUTOTUNE)
+        return items.batch(spec.batch_size).map(functools.partial(finish, plain=plain), num_parallel_calls=AUTOTUNE)
 
     batches = one_pass(lambda items: items.shuffle(shuffle_buffer, seed=spec.seed,
                                                    reshuffle_each_iteration=True)).prefetch(AUTOTUNE)
     if not training:
-        return batches, None
+        return batches, None, None
 
-    def epochs(first_epoch, end_epoch):
-        """Epochs `first_epoch` to `end_epoch - 1`, back to back, in one dataset.
+    def epochs(first_epoch, end_epoch, passes=1):
+        """Epochs `first_epoch` to `end_epoch - 1`, back to back, in one dataset; each epoch
+        `passes` passes over the split (a budget in steps on few images: see the engine).
 
-        Epoch e's order depends on (seed, e) only, not on how many epochs this process
-        has run: a run resumed at epoch e sees the batches the uninterrupted run saw.
+        Epoch e's order depends on (seed, e, passes) only, not on how many epochs this
+        process has run: a run resumed at epoch e sees the batches the uninterrupted run saw.
         (`batches` reshuffles with tf.data's seed generator, which advances with every
         iterator made, and Keras makes more than one per epoch.) Pass
-        `steps_per_epoch=ceil(examples / batch_size)` to `fit`. Seeds are Python ints
-        (tf.data refuses a traced seed once a global seed is set), so each epoch is its
-        own small pipeline, concatenated.
+        `steps_per_epoch=passes * ceil(examples / batch_size)` to `fit`. Seeds are Python
+        ints (tf.data refuses a traced seed once a global seed is set), so each epoch is its
+        own small pipeline, concatenated; its passes are one pipeline repeated, reshuffling
+        from the epoch's seed, so 500 passes are 25 pipelines, not 500.
         """
         def epoch(number):
-            return one_pass(lambda items: items.shuffle(shuffle_buffer, seed=epoch_seed(spec.seed, number),
-                                                        reshuffle_each_iteration=False))
+            ordered = one_pass(lambda items: items.shuffle(shuffle_buffer, seed=epoch_seed(spec.seed, number),
+                                                           reshuffle_each_iteration=passes > 1))
+            return ordered if passes == 1 else ordered.repeat(passes)
 
         return concatenated(epoch(number) for number in range(first_epoch, end_epoch)).prefetch(AUTOTUNE)
 
-    return batches, epochs
+    return batches, epochs, one_pass(None, plain=True)
 
 
 def concatenated(datasets):
@@ -220,6 +229,30 @@ def _augmenter(names, seed):
         return images
 
     return augment
+
+
+def _mixer(spec, num_classes):
+    """A function mixing a batch with Keras' `MixUp` / `CutMix` layers: (images in [0, 255], int
+    labels) -> (mixed images, soft labels). With both, each batch gets one, at random (timm's
+    Mixup picks between them per batch the same way)."""
+    # CutMix calls its Beta(alpha, alpha) parameter `factor`.
+    layers = [layer(**{argument: alpha}, seed=spec.seed + offset)
+              for offset, (layer, argument, alpha) in enumerate(((keras.layers.MixUp, "alpha", spec.mixup),
+                                                                 (keras.layers.CutMix, "factor", spec.cutmix)),
+                                                                start=100) if alpha]
+
+    def apply(layer, images, labels):
+        mixed = layer({"images": images, "labels": labels}, training=True)
+        return mixed["images"], mixed["labels"]
+
+    def mix(images, labels):
+        labels = tf.one_hot(labels, num_classes, dtype=tf.float32)
+        if len(layers) == 1:
+            return apply(layers[0], images, labels)
+        return tf.cond(tf.random.uniform((), seed=spec.seed) < 0.5, lambda: apply(layers[0], images, labels),
+                       lambda: apply(layers[1], images, labels))
+
+    return mix
 
 
 def _scale_to_unit(images):

@@ -7,6 +7,7 @@ The result, a `DataSpec`, holds plain values only, so a recipe can save it with 
 
 import dataclasses
 import numbers
+import math
 import os
 
 import numpy as np
@@ -58,6 +59,13 @@ class DataSpec:
     shuffle: bool
     cache: bool
     data_dir: str | None
+    mixup: float = 0.0     # Beta(alpha, alpha) of MixUp on training batches; 0: off
+    cutmix: float = 0.0    # the same for CutMix; with both, each batch gets one of them
+
+    @property
+    def mixes(self):
+        """Whether training batches are mixed (their labels are then soft, one-hot rows mixed)."""
+        return bool(self.mixup or self.cutmix)
 
     @property
     def input_shape(self):
@@ -67,7 +75,7 @@ class DataSpec:
 def check_source(source=DEFAULT_SOURCE, *, image_size=IMAGE_SIZE, channels=CHANNELS,
                  batch_size=BATCH_SIZE, augment=(), classes=None, labels_per_class=None,
                  validation_fraction=VALIDATION_FRACTION, test_fraction=TEST_FRACTION, seed=SEED,
-                 shuffle=True, cache=True, data_dir=None):
+                 shuffle=True, cache=True, data_dir=None, mixup=0.0, cutmix=0.0):
     """Check every data option without loading any data; takes `load`'s arguments but `preprocess`.
 
     Checks are cheap: folders are listed but no image is opened, TFDS is asked about
@@ -92,6 +100,7 @@ def check_source(source=DEFAULT_SOURCE, *, image_size=IMAGE_SIZE, channels=CHANN
     channels = int(_check_choice(channels, CHANNEL_CHOICES, "channels"))
     batch_size = _check_positive_int(batch_size, "batch_size")
     augment = _check_augment(augment)
+    mixup, cutmix = _check_alpha(mixup, "mixup"), _check_alpha(cutmix, "cutmix")
     if isinstance(labels_per_class, str) and labels_per_class == "all":   # the command line's spelling of None
         labels_per_class = None
     if labels_per_class is not None:
@@ -122,6 +131,7 @@ def check_source(source=DEFAULT_SOURCE, *, image_size=IMAGE_SIZE, channels=CHANN
         image_size=image_size, channels=channels, batch_size=batch_size, augment=augment,
         labels_per_class=labels_per_class, validation_fraction=validation_fraction,
         test_fraction=test_fraction, seed=seed, shuffle=shuffle, cache=cache, data_dir=data_dir,
+        mixup=mixup, cutmix=cutmix,
     )
     if all_class_names is not None:
         class_names, source_labels = resolve_classes(spec, all_class_names)
@@ -252,6 +262,16 @@ def _check_image_size(image_size):
         raise UsageError(f"`image_size` must be a positive integer or a (height, width) pair of them. "
                          f"Received: image_size={image_size!r}")
     return tuple(int(side) for side in pair)
+
+
+def _check_alpha(alpha, name):
+    """MixUp / CutMix's Beta(alpha, alpha): a positive number, or 0 / None for off."""
+    if alpha is None or alpha == 0:
+        return 0.0
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
+        raise UsageError(f"`{name}` is the alpha of a Beta(alpha, alpha), a number above 0 (e.g. 0.2), or 0 for "
+                         f"off. Received: {name}={alpha!r}")
+    return float(alpha)
 
 
 def _check_augment(augment):
