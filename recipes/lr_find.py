@@ -2,7 +2,7 @@
 
     headstart lr-find                          # the head phase of the default finetune demo, ~20 s
     headstart lr-find --phase finetune --weights runs/pretrain/NAME/best.keras --unfreeze stage3
-    headstart lr-find --start 1e-6 --end 1 --steps 50
+    headstart lr-find --start 1e-6 --end 1 --scan-steps 50
 
 fastai's `lr_find` (Smith 2017, "Cyclical learning rates"): one batch per step, the rate
 multiplied by the same factor each step from --start to --end, the loss smoothed by an
@@ -12,7 +12,7 @@ smoothed loss and a tenth of the rate at its minimum.
 
 It takes every `headstart finetune` option, so it scans the model and data of the finetune
 command it precedes. `--phase head` scans phase 1 (the head on the frozen backbone, for
---lr); `--phase finetune` first trains the head as phase 1 does (--epochs at --lr), then
+--lr); `--phase finetune` first trains the head as phase 1 does (--steps or --epochs at --lr), then
 scans phase 2 (--unfreeze, --batch-norm, --layer-decay / --lr-groups: the rate found is the
 base rate, for --finetune-lr). Batches are drawn from the training split, repeated as needed.
 
@@ -48,12 +48,13 @@ def add_arguments(parser):
                             f"--unfreeze). Default: {PHASE}")
     group.add_argument("--start", type=float, default=START, help=f"lowest learning rate. Default: {START:g}")
     group.add_argument("--end", type=float, default=END, help=f"highest learning rate. Default: {END:g}")
-    group.add_argument("--steps", type=int, default=STEPS, help=f"batches, one rate each. Default: {STEPS}")
+    # Not --steps: that is finetune's head-phase budget, which --phase finetune trains first.
+    group.add_argument("--scan-steps", type=int, default=STEPS, help=f"batches, one rate each. Default: {STEPS}")
 
 
 def validate(args):
     """Every check, before any data is read or anything written; raises UsageError."""
-    check_range(args.start, args.end, args.steps)
+    check_range(args.start, args.end, args.scan_steps)
     # Every shared option (layer rates included), and the run name under runs/lr-find/.
     finetune.validate(args, recipe="lr-find")
 
@@ -64,7 +65,7 @@ def check_range(start, end, steps):
     if start >= end:
         raise UsageError(f"--start {start:g} must be below --end {end:g}: the rate rises from --start to --end")
     if steps is None or steps < 5:
-        raise UsageError(f"--steps must be 5 or more, got {steps}")
+        raise UsageError(f"--scan-steps must be 5 or more, got {steps}")
 
 
 def learning_rates(start, end, steps):
@@ -150,14 +151,16 @@ def build_model(args):
     from headstart.recipes import engine
 
     model, splits, _ = finetune.model_and_data(args)
-    if args.phase == "finetune" and args.epochs > 0:
+    if args.phase == "finetune" and (args.epochs or args.steps):
         training = engine.TrainingOptions(weight_decay=args.weight_decay, patience=args.patience,
                                           verbose=int(args.verbose), progress=options.progress(args),
-                                          feature_cache=args.feature_cache,
-                                          cache_dir=args.cache_dir)
-        options.say(args, f"training the head first, as finetune's phase 1 does ({args.epochs} epochs at --lr {args.lr:g})")
-        engine.fine_tune(lambda: model, splits, head_epochs=args.epochs, finetune_epochs=0,
-                         learning_rate=args.lr, finetune_learning_rate=args.finetune_lr, options=training)
+                                          feature_cache=args.feature_cache, cache_dir=args.cache_dir,
+                                          **options.training_tools(args, splits))
+        options.say(args, "training the head first, as finetune's phase 1 does "
+                          f"({finetune.budget_words(args.epochs, args.steps)} at --lr {args.lr:g})")
+        engine.fine_tune(lambda: model, splits, head_epochs=args.epochs or 0, finetune_epochs=0, head_steps=args.steps,
+                         learning_rate=args.lr, finetune_learning_rate=args.finetune_lr, options=training,
+                         schedule=args.schedule, warmup=args.warmup)
     return model, splits
 
 
@@ -218,15 +221,15 @@ def find(args):
         images, labels = next(batches)
         return model.train_on_batch(images, labels, return_dict=True)["loss"]
 
-    options.say(args, f"lr-find  scanning {args.steps} learning rates from {args.start:g} to {args.end:g}, one batch each "
+    options.say(args, f"lr-find  scanning {args.scan_steps} learning rates from {args.start:g} to {args.end:g}, one batch each "
                       "(stops when the loss diverges)")
     if not getattr(args, "quiet", False):
-        train_step = with_progress_lines(train_step, args.steps)
-    rows, stop = scan(train_step, learning_rates(args.start, args.end, args.steps))
+        train_step = with_progress_lines(train_step, args.scan_steps)
+    rows, stop = scan(train_step, learning_rates(args.start, args.end, args.scan_steps))
     if not rows:
         raise UsageError(f"the loss was not finite at --start {args.start:g}: lower --start")
     suggestion = {**suggest(rows), "phase": args.phase, "flag": PHASE_FLAGS[args.phase], "start": args.start,
-                  "end": args.end, "steps": args.steps, "steps_run": len(rows), "stop": stop}
+                  "end": args.end, "steps": args.scan_steps, "steps_run": len(rows), "stop": stop}
     # Created only now: a scan that fails leaves no empty run directory blocking a retry.
     run_dir = RunDir.create("lr-find", args.name, args.runs_dir, args.overwrite)
     run_dir.write_json("config.json", run_config(args, recipe="lr-find", class_names=splits.class_names))

@@ -13,10 +13,11 @@ from headstart.recipes.rundir import DEFAULT_ROOT, check_run_name
 
 
 def add_data_arguments(parser, *, data="digits", digits_classes=None, digits_labels_per_class=None,
-                       image_size=None):
-    """The data options. `digits_classes` / `digits_labels_per_class`: the verb's digits demo
-    presets, which `resolve_digits_presets` applies with `--data digits` only (the argparse
-    defaults stay None, so a folder or a TFDS data set keeps all its classes and labels)."""
+                       digits_augment=None, image_size=None):
+    """The data options. `digits_classes` / `digits_labels_per_class` / `digits_augment`: the
+    verb's digits demo presets, which `resolve_digits_presets` applies with `--data digits`
+    only (the argparse defaults stay None, so a folder or a TFDS data set keeps all its
+    classes and labels, and is not augmented unless asked)."""
     group = parser.add_argument_group("data")
     group.add_argument("--data", default=data,
                        help="'digits' (bundled, offline), 'tfds:NAME[:CONFIG]', or a folder with one "
@@ -32,8 +33,14 @@ def add_data_arguments(parser, *, data="digits", digits_classes=None, digits_lab
     group.add_argument("--image-size", type=int, default=image_size,
                        help="side of the square input images. Default: the backbone's default size")
     group.add_argument("--batch-size", type=int, default=32, help="Default: 32")
-    group.add_argument("--augment", default="",
-                       help="comma list of flip,rotation,zoom,contrast (training split only). Default: none")
+    group.add_argument("--augment", default=None,
+                       help="comma list of flip,rotation,zoom,contrast (training split only), or 'none'. Default: none"
+                            + (f" (with --data digits: {digits_augment})" if digits_augment else ""))
+    group.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
+                       help="Keras' MixUp on training batches, Beta(ALPHA, ALPHA) (e.g. 0.2). Default: 0 (off)")
+    group.add_argument("--cutmix", type=float, default=0.0, metavar="ALPHA",
+                       help="Keras' CutMix on training batches (e.g. 1.0); with --mixup, one of the two per batch. "
+                            "Default: 0 (off)")
 
 
 def labels_per_class_value(text):
@@ -52,25 +59,35 @@ def resolve_digits_presets(args, presets):
     user's own data trains on all its classes and labels unless asked. Run in `validate`,
     so config.json saves (and `--resume` compares) the resolved values; idempotent, since
     an explicit 'all' stays 'all' (the data source reads it as no selection)."""
-    if args.data != "digits":
-        return
-    for option, value in presets.items():
-        if getattr(args, option) is None:
-            setattr(args, option, value)
+    if args.data == "digits":
+        for option, value in presets.items():
+            if getattr(args, option) is None:
+                setattr(args, option, value)
+    if getattr(args, "augment", "") in (None, "none"):   # no preset: no augmentation
+        args.augment = ""
 
 
-def add_training_arguments(parser, *, epochs, learning_rate):
+def add_training_arguments(parser, *, epochs, learning_rate, steps=None, patience=10):
+    """The training options; with `steps`, the verb's budget is in optimizer steps by default
+    (`--steps`), and `--epochs` replaces it when given (see `budget`)."""
     group = parser.add_argument_group("training")
-    group.add_argument("--epochs", type=int, default=epochs, help=f"Default: {epochs}")
+    if steps is None:
+        group.add_argument("--epochs", type=int, default=epochs, help=f"Default: {epochs}")
+    else:
+        group.add_argument("--epochs", type=int, default=None,
+                           help="budget in passes over the training split, instead of --steps")
+        group.add_argument("--steps", type=int, default=None,
+                           help=f"budget in optimizer steps, the same on any data size. Default: {steps} "
+                                "(when --epochs is not given)")
     group.add_argument("--lr", type=float, default=learning_rate, help=f"learning rate. Default: {learning_rate}")
     group.add_argument("--weight-decay", type=float, default=1e-4,
                        help="decoupled (AdamW) weight decay. Default: 1e-4")
     group.add_argument("--dropout", type=float, default=0.2, help="dropout before the logits. Default: 0.2")
-    # 10, not 5: training from scratch on a few labels often has a rising validation loss
-    # for its first epochs; with 5, the scratch baseline of the default demo stopped at
-    # epoch 6 (0.196 accuracy) where 10 let it reach 0.609.
-    group.add_argument("--patience", type=int, default=10,
-                       help="early-stopping patience on val_loss (best weights are restored). Default: 10")
+    # 10, not 5 (epoch budgets): training from scratch on a few labels often has a rising
+    # validation loss for its first epochs; with 5, the scratch baseline of the default demo
+    # stopped at epoch 6 (0.196 accuracy) where 10 let it reach 0.609.
+    group.add_argument("--patience", type=int, default=patience,
+                       help=f"early-stopping patience on val_loss (best weights are restored). Default: {patience}")
     group.add_argument("--log-gradients", action="store_true",
                        help="log per-layer gradient norms and update/weight ratios (GradientLogger)")
     group.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default",
@@ -80,6 +97,76 @@ def add_training_arguments(parser, *, epochs, learning_rate):
                        help="deterministic TensorFlow ops: two runs with the same --seed give bit-identical "
                             "weights and metrics (slower: see the README)")
     add_output_arguments(group)
+
+
+def budget(epochs, steps, default_steps, epochs_option="--epochs", steps_option="--steps"):
+    """(epochs, steps) of a phase from its two options: one of them, or `default_steps` steps
+    when neither is given. Both given is a usage error."""
+    if epochs is not None and steps is not None:
+        raise UsageError(f"give {epochs_option} or {steps_option}, not both: they are the same budget "
+                         "in two units")
+    if epochs is not None:
+        return check_non_negative_int(epochs, epochs_option), None
+    return None, check_non_negative_int(default_steps if steps is None else steps, steps_option)
+
+
+def add_tool_arguments(parser, *, schedule="constant", warmup=None, label_smoothing=0.0):
+    """The fine-tuning tools timm and fastai users expect, each Keras' own where Keras has it."""
+    from headstart.models.schedules import SCHEDULES   # no Keras import: checked by name here
+
+    group = parser.add_argument_group("training tools")
+    group.add_argument("--schedule", default=schedule,
+                       help=f"each phase's learning rate over its steps: {', '.join(SCHEDULES)} (warmup then "
+                            f"cosine decay to 0; fastai's one-cycle). Default: {schedule}")
+    group.add_argument("--warmup", type=float, default=warmup,
+                       help="fraction of each phase's steps that warms the rate up, in [0, 1). Default: "
+                            + (f"{warmup}" if warmup is not None else "0 (one-cycle: 0.25)"))
+    group.add_argument("--label-smoothing", type=float, default=label_smoothing, metavar="S",
+                       help=f"move this much of each target to all classes evenly, in [0, 1). Default: {label_smoothing:g}")
+    group.add_argument("--class-weight", choices=("none", "balanced"), default="none",
+                       help="'balanced': weight each class's loss by n / (classes * its count) (scikit-learn's "
+                            "rule). Default: none")
+    group.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                       help="keep an exponential moving average of the weights (e.g. 0.999); validation, early "
+                            "stopping, best.keras and the test use it. Default: off")
+    group.add_argument("--grad-accum", type=int, default=1, metavar="N",
+                       help="one optimizer step per N batches, on their mean gradient (Keras' "
+                            "gradient_accumulation_steps). Default: 1")
+
+
+def check_tools(args):
+    """The `add_tool_arguments` checks (no TensorFlow)."""
+    from headstart.models.schedules import check
+
+    message = check(args.schedule, args.warmup)
+    if message:
+        raise UsageError(f"--schedule/--warmup: {message}")
+    if not math.isfinite(args.label_smoothing) or not 0 <= args.label_smoothing < 1:
+        raise UsageError(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
+    if args.ema is not None and (not math.isfinite(args.ema) or not 0 < args.ema < 1):
+        raise UsageError(f"--ema is the average's decay, in (0, 1) (e.g. 0.999), got {args.ema}")
+    check_positive_int(args.grad_accum, "--grad-accum")
+
+
+def training_tools(args, splits):
+    """The `engine.TrainingOptions` fields of `add_tool_arguments`' options, for loaded `splits`.
+
+    `--class-weight balanced` weighs class c by n / (classes * n_c), scikit-learn's
+    'balanced'; left off on imbalanced training data (largest class over 1.5x the
+    smallest), it says so in one line.
+    """
+    from headstart.recipes import data
+
+    counts = data.class_counts(splits)
+    weights = None
+    if args.class_weight == "balanced":
+        total = sum(counts)
+        weights = {label: total / (len(counts) * count) for label, count in enumerate(counts) if count}
+    elif min(counts) and max(counts) > 1.5 * min(counts):
+        say(args, f"note: the training classes are imbalanced ({min(counts)} to {max(counts)} images); "
+                  "--class-weight balanced weighs them evenly")
+    return dict(label_smoothing=args.label_smoothing, ema=args.ema,
+                grad_accum=args.grad_accum if args.grad_accum > 1 else None, class_weight=weights)
 
 
 def add_output_arguments(group):
@@ -162,7 +249,8 @@ def check_common(args, recipe):
     check_positive_int(args.batch_size, "--batch-size")
     if args.image_size is not None:
         check_positive_int(args.image_size, "--image-size")
-    check_non_negative_int(args.epochs, "--epochs")
+    if not hasattr(args, "steps"):   # else checked by `budget`: --epochs or --steps
+        check_non_negative_int(args.epochs, "--epochs")
     check_positive_float(args.lr, "--lr")
     if args.weight_decay is None or args.weight_decay < 0 or not math.isfinite(args.weight_decay):
         raise UsageError(f"--weight-decay must be 0 or more, got {args.weight_decay}")

@@ -33,8 +33,8 @@ def validate(args):
     options.resolve_digits_presets(args, {"classes": CLASSES})
     run_path = options.check_common(args, "pretrain")
     data.check_source(args.data, data_dir=args.data_dir, classes=args.classes, batch_size=args.batch_size,
-                      labels_per_class=args.labels_per_class, augment=args.augment,
-                      image_size=args.image_size or data.IMAGE_SIZE, seed=args.seed)
+                      labels_per_class=args.labels_per_class, augment=args.augment, mixup=args.mixup,
+                      cutmix=args.cutmix, image_size=args.image_size or data.IMAGE_SIZE, seed=args.seed)
     from headstart.models import backbone_specs   # the registry alone: no Keras, so no TensorFlow yet
 
     spec = backbone_specs.get_spec(args.model)
@@ -57,8 +57,9 @@ def pretrain(args):
     engine.seed_everything(args.seed, args.deterministic)
     spec = backbones.get_spec(args.model)
     splits = data.load(args.data, image_size=(args.image_size,) * 2, channels=3, batch_size=args.batch_size,
-                       preprocess=spec.preprocess, augment=args.augment, classes=args.classes,
-                       labels_per_class=args.labels_per_class, seed=args.seed, data_dir=args.data_dir)
+                       preprocess=spec.preprocess, augment=args.augment, mixup=args.mixup, cutmix=args.cutmix,
+                       classes=args.classes, labels_per_class=args.labels_per_class, seed=args.seed,
+                       data_dir=args.data_dir)
     run_dir = RunDir.create("pretrain", args.name, args.runs_dir, args.overwrite, resume=args.resume)
     resume.start(run_dir, args, "pretrain")
 

@@ -8,6 +8,8 @@ Writes runs/semisupervised/<name>/: autoencoder.keras, reconstructions.png (inpu
 reconstructions below), accuracy_vs_labels.png, results.md and metrics.json.
 """
 
+import argparse
+
 from headstart.recipes import options, resume
 from headstart.recipes.errors import UsageError
 
@@ -35,6 +37,9 @@ def add_arguments(parser):
     group.add_argument("--finetune-epochs", type=int, default=FINETUNE_EPOCHS, help=f"Default: {FINETUNE_EPOCHS}")
     group.add_argument("--finetune-lr", type=float, default=FINETUNE_LEARNING_RATE,
                        help=f"Default: {FINETUNE_LEARNING_RATE}")
+    group.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=True,
+                       help="also fit, for each budget on the same images, logistic regression on the pixels and a "
+                            "linear probe on the autoencoder's encoder (scikit-learn, seconds). Default: on")
     data_group = parser.add_argument_group("data")
     data_group.add_argument("--data", default=DATA, help=f"as for finetune. Default: {DATA}")
     data_group.add_argument("--data-dir", default=None, help="TFDS data directory")
@@ -140,13 +145,21 @@ def semisupervised(args):
                     batch_norm="train", options=training, strategy=strategy,
                     checkpoint_dir=checkpoints / f"{budget}-labels-{start}")
             results[budget][start] = result.accuracy
+        if args.baselines:
+            from headstart.recipes import baselines
+
+            # The probe reads the autoencoder's encoder, frozen: what the classifier starts from.
+            options.say(args, f"{budget} labels per class: baselines (logistic regression on the pixels, linear probe "
+                              "on the encoder)")
+            for name, baseline in baselines.run(few, classifier(True, few.num_classes), seed=args.seed).items():
+                results[budget][name] = baseline["accuracy"]
 
     table = results_table(results, everything)
     run_dir.write_text("results.md", table + "\n")
     run_dir.write_json("config.json", run_config(args, recipe="semisupervised"))
     budgets = sorted(results)
     run_dir.save_figure(plot_accuracy_vs_labels(
-        budgets, {start: [results[k][start] for k in budgets] for start in ("autoencoder", "scratch")}),
+        budgets, {start: [results[k][start] for k in budgets] for start in results[budgets[0]]}),
         "accuracy_vs_labels.png")
     run_dir.write_json("metrics.json", {"autoencoder": {**autoencoding.metrics, "phases": autoencoding.phases,
                                                         "history": autoencoding.history},
@@ -155,13 +168,17 @@ def semisupervised(args):
     return run_dir, results, table
 
 
+COLUMNS = {"autoencoder": "encoder from the autoencoder", "scratch": "scratch",
+           "pixels": "logistic regression on the pixels", "linear_probe": "linear probe on the encoder"}
+
+
 def results_table(results, splits):
     split = "test" if splits.test is not None else "validation"
-    lines = [f"| labels per class | encoder from the autoencoder ({split} accuracy) | scratch ({split} accuracy) |",
-             "|---|---|---|"]
+    methods = [method for method in COLUMNS if method in results[min(results)]]
+    lines = ["| labels per class | " + " | ".join(f"{COLUMNS[method]} ({split} accuracy)" for method in methods) + " |",
+             "|---" * (len(methods) + 1) + "|"]
     for budget in sorted(results):
-        row = results[budget]
-        lines.append(f"| {budget} | {row['autoencoder']:.3f} | {row['scratch']:.3f} |")
+        lines.append(f"| {budget} | " + " | ".join(f"{results[budget][method]:.3f}" for method in methods) + " |")
     return "\n".join(lines)
 
 

@@ -48,6 +48,7 @@ HEAD_EPOCHS = 10            # per trial, phase 1
 FINETUNE_EPOCHS = 10        # per trial, phase 2: 20 in all (Hyperband's max_epochs), 3 brackets at factor 3
 PATIENCE = 5                # a trial of 10 + 10 epochs would never stop early at finetune's 10
 HYPERBAND_FACTOR = 3
+SCHEDULE = "constant"
 WEIGHT_DECAY_KIND = "decoupled"
 MAX_CONSECUTIVE_FAILURES = 3    # keras-tuner's default: a space where everything fails stops soon
 PROJECT = "search"          # keras-tuner's project folder inside the run directory
@@ -58,7 +59,8 @@ SEARCH_FILE = "search.json"
 FIXED_OPTIONS = ("backbone", "weights", "pretrain_epochs", "data", "data_dir", "classes", "labels_per_class",
                  "image_size", "augment", "epochs", "finetune_epochs", "batch_norm", "feature_cache", "cache_dir",
                  "regularizer", "l2sp_alpha", "l2sp_beta", "layer_decay", "lr_groups", "gradual_unfreeze",
-                 "patience", "seed", "deterministic", "strategy")
+                 "patience", "seed", "deterministic", "strategy", "schedule", "warmup", "class_weight", "ema",
+                 "grad_accum", "mixup", "cutmix")
 # Options a search may change on --resume: they do not change what a trial is.
 RESUMABLE_CHANGES = ("max_trials", "max_consecutive_failures", "verbose", "quiet")
 
@@ -94,6 +96,10 @@ def add_arguments(parser):
                        help=f"stop the search after this many failed trials in a row. Default: {MAX_CONSECUTIVE_FAILURES}")
     group.add_argument("--resume", action=argparse.BooleanOptionalAction, default=False,
                        help="continue the interrupted search --name (same options; --max-trials may change)")
+    # Constant, not finetune's cosine: Hyperband trains a trial in rounds (epochs [0, 2), then
+    # [2, 7), ...), and a schedule spans one round's phases, so it would restart every round.
+    # Trials are not compared with the baselines (finetune --from-tuning does that).
+    parser.set_defaults(schedule=SCHEDULE, baselines=False)
 
 
 def validate(args):
@@ -189,7 +195,8 @@ def validate_recipe(args):
             choice.unfreeze = unfreeze
             finetune.check_unfreeze_name(choice)
     # What finetune's validate resolved, trials and the saved search need too (the digits presets among it).
-    for name in ("image_size", "layer_decay", "lr_groups", "gradual_unfreeze", "classes", "labels_per_class"):
+    for name in ("image_size", "layer_decay", "lr_groups", "gradual_unfreeze", "classes", "labels_per_class",
+                 "augment"):
         setattr(args, name, getattr(probe, name))
 
 

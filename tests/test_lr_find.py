@@ -62,7 +62,7 @@ def read_csv(path):
     ("finetune", ["--epochs", "1", "--layer-decay", "0.5", "--unfreeze", "stage2", "--regularizer", "l2sp"]),
 ])
 def test_lr_find_on_digits_writes_the_curve_and_a_suggestion(tmp_path, capsys, phase, extra):
-    status = cli.main(["lr-find", "--phase", phase, "--weights", "none", "--steps", "12", "--start", "1e-5",
+    status = cli.main(["lr-find", "--phase", phase, "--weights", "none", "--scan-steps", "12", "--start", "1e-5",
                        "--end", "1", "--runs-dir", str(tmp_path), "--name", "scan", *extra])
     assert status == 0
     run = tmp_path / "lr-find" / "scan"
@@ -82,7 +82,7 @@ def test_lr_find_on_digits_writes_the_curve_and_a_suggestion(tmp_path, capsys, p
 @pytest.mark.parametrize("argv, message", [
     (["--start", "1", "--end", "1e-3"], "--start 1 must be below --end 0.001"),
     (["--start", "0"], "--start must be a positive number"),
-    (["--steps", "2"], "--steps must be 5 or more"),
+    (["--scan-steps", "2"], "--scan-steps must be 5 or more"),
     (["--lr-groups", "stage9=0.1"], "--lr-groups: Unknown layer group 'stage9'"),
     (["--lr-groups", "stage3=0"], "must be a positive number"),
     (["--layer-decay", "-1"], "--layer-decay must be in (0, 1]"),

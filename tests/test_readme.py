@@ -60,18 +60,31 @@ SKIP = "skip-ci:"
 # baseline and one trial: each `fit` costs seconds of tracing, and tests/test_finetune_cli.py
 # and tests/test_tune.py run those paths already.
 TINY = {
-    "finetune": ["--image-size", "8", "--epochs", "1", "--finetune-epochs", "1", "--pretrain-epochs", "1",
+    "finetune": ["--image-size", "8", "--steps", "2", "--finetune-steps", "2", "--pretrain-epochs", "1",
                  "--no-compare-scratch"],
     "pretrain": ["--image-size", "8", "--epochs", "1"],
     "tune": ["--image-size", "8", "--epochs", "1", "--finetune-epochs", "1", "--pretrain-epochs", "1",
              "--max-trials", "1"],
-    "lr-find": ["--image-size", "8", "--epochs", "1", "--pretrain-epochs", "1", "--steps", "5"],
+    "lr-find": ["--image-size", "8", "--steps", "2", "--pretrain-epochs", "1", "--scan-steps", "5"],
     "semisupervised": ["--image-size", "8", "--autoencoder-epochs", "1", "--epochs", "1", "--finetune-epochs", "1",
                        "--labels-per-class", "1"],
     "study": ["--quick"],
 }
-# Python blocks: every `...epochs=N` keyword becomes 1 (the same tiny budget).
-TINY_PYTHON = [(re.compile(r"\b(\w*epochs)=\d+"), r"\1=1")]
+# finetune and lr-find take a phase's budget in steps or in epochs, not both: a command
+# that gives it in epochs gets the same tiny budget in epochs.
+TINY_IN_EPOCHS = {
+    "finetune": ["--image-size", "8", "--epochs", "1", "--finetune-epochs", "1", "--pretrain-epochs", "1",
+                 "--no-compare-scratch"],
+    "lr-find": ["--image-size", "8", "--epochs", "1", "--pretrain-epochs", "1", "--scan-steps", "5"],
+}
+# Python blocks: every `...epochs=N` keyword becomes 1, every `..._steps=N` 2 (the same tiny budget).
+TINY_PYTHON = [(re.compile(r"\b(\w*epochs)=\d+"), r"\1=1"), (re.compile(r"\b(\w*_steps)=\d+"), r"\1=2")]
+
+
+def tiny(verb, words):
+    """The verb's TINY options for a command of `words`, in the budget unit the command uses."""
+    in_epochs = any(word.split("=")[0] in ("--epochs", "--finetune-epochs") for word in words)
+    return TINY_IN_EPOCHS[verb] if in_epochs and verb in TINY_IN_EPOCHS else TINY.get(verb, [])
 OFFLINE_MESSAGE = ("cannot be downloaded", "on a machine with internet")
 INSTALL = re.compile(r"^(python3? -m venv |\. \S+/bin/activate$|pip install )")
 PLACEHOLDER = re.compile(r"runs/([\w-]+)/NAME/([\w.]+)")
@@ -256,7 +269,7 @@ def run_command(command, workspace, capsys, monkeypatch):
     make_missing_folders(argv, workspace)
     offline = needs_network(argv)
     if not offline:
-        argv += TINY.get(argv[0], [])
+        argv += tiny(argv[0], argv)
     capsys.readouterr()
     if "killed" in command.partition("#")[2]:
         with interrupted_after_first_checkpoint(monkeypatch):
@@ -290,7 +303,7 @@ def shell_script(text):
         body = line.rstrip("&").strip()
         match = re.search(r"\bheadstart (\S+)", body)
         if match:
-            body = " ".join([body, *map(shlex.quote, TINY.get(match.group(1), []))])
+            body = " ".join([body, *map(shlex.quote, tiny(match.group(1), shlex.split(body)))])
         lines.append(body + (" &" if background else ""))
     return "\n".join(["set -euo pipefail", *lines, 'for job in $(jobs -p); do wait "$job"; done', ""])
 

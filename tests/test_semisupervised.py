@@ -20,6 +20,9 @@ def test_semisupervised_recipe_runs_end_to_end_on_tiny_settings(tmp_path, capsys
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics["accuracy"]) == {"1", "2"}
     assert all(0.0 <= value <= 1.0 for row in metrics["accuracy"].values() for value in row.values())
+    # Beside both starts, the baselines on the same images, in the table too.
+    assert all(set(row) == {"autoencoder", "scratch", "pixels", "linear_probe"} for row in metrics["accuracy"].values())
+    assert "logistic regression on the pixels" in printed and "linear probe on the encoder" in printed
     # The autoencoder trained without labels: its reconstruction loss went down.
     losses = [row["loss"] for row in metrics["autoencoder"]["history"]]
     assert losses[-1] < losses[0]

@@ -108,7 +108,8 @@ class FineTuneHyperModel(keras_tuner.HyperModel):
             weight_decay=trial.weight_decay if self.args.weight_decay_kind == "decoupled" else 0.0,
             patience=self.args.patience, monitor=self.objective, verbose=int(self.args.verbose),
             progress=options.progress(self.args),
-            feature_cache=self.args.feature_cache, cache_dir=self.args.cache_dir)
+            feature_cache=self.args.feature_cache, cache_dir=self.args.cache_dir,
+            **options.training_tools(trial, splits))
         # The engine saves the trial's state after every epoch there: a trial killed mid-way
         # (and retried by the resumed search) continues from its last epoch.
         resume_dir = kwargs.get("checkpoint_dir")
@@ -119,6 +120,7 @@ class FineTuneHyperModel(keras_tuner.HyperModel):
                 finetune_learning_rate=trial.finetune_lr, unfreeze_layers=trial.unfreeze,
                 batch_norm=self.args.batch_norm, layer_decay=self.args.layer_decay, lr_groups=self.args.lr_groups,
                 gradual_unfreeze=self.args.gradual_unfreeze, options=training,
+                schedule=self.args.schedule, warmup=self.args.warmup,
                 strategy=self.strategy or "default", extra_callbacks=passed, checkpoint_dir=resume_dir,
                 features=self.features(model, splits, trial.batch_size) if cached else None)
         except engine.TrainingDiverged as error:

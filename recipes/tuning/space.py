@@ -49,6 +49,9 @@ DIMENSIONS = (
     Dimension("head_units", "--head-units", "str", None, NO_HIDDEN_LAYER,
               f"hidden dense layers of the head: a comma list of widths, or '{NO_HIDDEN_LAYER}'"),
     Dimension("batch_size", "--batch-size", "int", None, "32", "batch size"),
+    # finetune's default, unless searched (e.g. --label-smoothing 0:0.2).
+    Dimension("label_smoothing", "--label-smoothing", "float", "linear", "0.1",
+              "label smoothing of the cross-entropy, in [0, 1)"),
 )
 BY_NAME = {dimension.name: dimension for dimension in DIMENSIONS}
 
