@@ -183,7 +183,11 @@ def take_tuned_options(args):
     # runs on resolves its own.
     presets = DIGITS_PRESETS if tuned.get("data", defaults["data"]) == "digits" else {}
     args.tuned = {}
+    # A budget the user gave in steps wins over the search's budget in epochs (the same budget).
+    own_budget = {"epochs": args.steps, "finetune_epochs": args.finetune_steps}
     for key, value in tuned.items():
+        if own_budget.get(key) is not None:
+            continue
         if getattr(args, key) == defaults[key] and value != presets.get(key, defaults[key]):
             setattr(args, key, value)
             args.tuned[key] = value

@@ -80,8 +80,9 @@ def main():
                 if number == 0:
                     baselines = json.loads(run_dir.file("metrics.json").read_text())["baselines"]
                     for name, label in BASELINES.items():
-                        rows.setdefault(label, ([], []))[0].append(baselines[name]["accuracy"])
-                        rows[label][1].append(baselines[name]["seconds"])
+                        if name in baselines:   # no probe without a pretrained backbone
+                            rows.setdefault(label, ([], []))[0].append(baselines[name]["accuracy"])
+                            rows[label][1].append(baselines[name]["seconds"])
             seconds.append(time.perf_counter() - started)
         rows[method] = (accuracies, seconds)
         print(method, [round(a, 3) for a in accuracies], flush=True)
