@@ -91,8 +91,11 @@ def build(records, spec, preprocess=None):
             raise UsageError(f"The {split} split of {spec.source!r} is empty; use more images or a larger "
                              f"{'validation' if split == 'val' else 'test'}_fraction. "
                              f"Received: {split}_examples=0")
-    augment = _augmenter(spec.augment, spec.seed) if spec.augment else None
-    mix = _mixer(spec, len(records.class_names)) if spec.mixes else None
+    # Factories of seed -> function: each epoch of `train_epochs` makes its own from (seed,
+    # epoch), so a resumed run draws the augmentations the uninterrupted one drew (the
+    # layers' seed generators advance with every batch and are not saved).
+    augment = functools.partial(_augmenter, spec.augment) if spec.augment else None
+    mix = functools.partial(_mixer, spec, len(records.class_names)) if spec.mixes else None
     cache = caches_in_memory([size for _, size in records.splits.values()], spec)
     pipelines = {split: _pipeline(dataset, size, records, spec, cache=cache, training=split == "train",
                                   augment=augment if split == "train" else None, mix=mix if split == "train" else None,
@@ -139,19 +142,25 @@ def _pipeline(dataset, size, records, spec, *, cache, training, augment, mix, pr
     # What each epoch's order is drawn from: items (paths, bytes), or the cached images.
     source = decoded(dataset).cache() if cache else dataset
 
-    def finish(images, labels, plain=False):
-        images = tf.cast(images, tf.float32)
-        if augment is not None and not plain:
-            images = augment(images)
-        if mix is not None and not plain:
-            images, labels = mix(images, labels)
-        return preprocess(images), labels
+    def finisher(seed, plain=False):
+        augmenting = augment(seed) if augment is not None and not plain else None
+        mixing = mix(seed) if mix is not None and not plain else None
 
-    def one_pass(order, plain=False):
+        def finish(images, labels):
+            images = tf.cast(images, tf.float32)
+            if augmenting is not None:
+                images = augmenting(images)
+            if mixing is not None:
+                images, labels = mixing(images, labels)
+            return preprocess(images), labels
+
+        return finish
+
+    def one_pass(order, plain=False, seed=spec.seed):
         items = order(source) if shuffle and not plain else source
         if not cache:
             items = decoded(items)
-        return items.batch(spec.batch_size).map(functools.partial(finish, plain=plain), num_parallel_calls=AUTOTUNE)
+        return items.batch(spec.batch_size).map(finisher(seed, plain), num_parallel_calls=AUTOTUNE)
 
     batches = one_pass(lambda items: items.shuffle(shuffle_buffer, seed=spec.seed,
                                                    reshuffle_each_iteration=True)).prefetch(AUTOTUNE)
@@ -173,7 +182,8 @@ def _pipeline(dataset, size, records, spec, *, cache, training, augment, mix, pr
         """
         def epoch(number):
             ordered = one_pass(lambda items: items.shuffle(shuffle_buffer, seed=epoch_seed(spec.seed, number),
-                                                           reshuffle_each_iteration=passes > 1))
+                                                           reshuffle_each_iteration=passes > 1),
+                               seed=epoch_seed(spec.seed, number))
             return ordered if passes == 1 else ordered.repeat(passes)
 
         return concatenated(epoch(number) for number in range(first_epoch, end_epoch)).prefetch(AUTOTUNE)
@@ -231,12 +241,12 @@ def _augmenter(names, seed):
     return augment
 
 
-def _mixer(spec, num_classes):
+def _mixer(spec, num_classes, seed):
     """A function mixing a batch with Keras' `MixUp` / `CutMix` layers: (images in [0, 255], int
     labels) -> (mixed images, soft labels). With both, each batch gets one, at random (timm's
     Mixup picks between them per batch the same way)."""
     # CutMix calls its Beta(alpha, alpha) parameter `factor`.
-    layers = [layer(**{argument: alpha}, seed=spec.seed + offset)
+    layers = [layer(**{argument: alpha}, seed=seed + offset)
               for offset, (layer, argument, alpha) in enumerate(((keras.layers.MixUp, "alpha", spec.mixup),
                                                                  (keras.layers.CutMix, "factor", spec.cutmix)),
                                                                 start=100) if alpha]
@@ -249,7 +259,7 @@ def _mixer(spec, num_classes):
         labels = tf.one_hot(labels, num_classes, dtype=tf.float32)
         if len(layers) == 1:
             return apply(layers[0], images, labels)
-        return tf.cond(tf.random.uniform((), seed=spec.seed) < 0.5, lambda: apply(layers[0], images, labels),
+        return tf.cond(tf.random.uniform((), seed=seed) < 0.5, lambda: apply(layers[0], images, labels),
                        lambda: apply(layers[1], images, labels))
 
     return mix
