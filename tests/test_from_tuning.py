@@ -66,3 +66,13 @@ def _layers(layer):
     yield layer
     for inner in getattr(layer, "layers", []):
         yield from _layers(inner)
+
+
+def test_a_budget_given_in_steps_wins_over_the_searchs_epochs(search):
+    folder, runs = search
+    args = cli.options_for("finetune", from_tuning=str(folder), runs_dir=str(runs), name="in-steps",
+                           finetune_steps=3)
+    finetune.validate(args)
+    assert args.epochs == 1 and args.steps is None                  # the search's head budget, in epochs
+    assert args.finetune_steps == 3 and args.finetune_epochs is None   # the user's, in steps
+    assert "finetune_epochs" not in args.tuned
