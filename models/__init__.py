@@ -10,7 +10,7 @@ TensorFlow's start-up.
 
 Loading `.keras` files needs the project's Keras objects registered (its layers,
 initializers, regularizers, `LayerRateOptimizer`, the one-cycle schedule and the
-smoothed cross-entropy). They are registered by importing
+smoothed cross-entropy, the serving layers). They are registered by importing
 this package when Keras is already imported, by the first use of any builder here
 (`models.create_model`, `models.build_resnet`, ...), by importing
 `headstart.models.backbones`, or explicitly with `models.register_keras_objects()`.
@@ -20,7 +20,7 @@ import importlib
 import sys
 
 _SUBMODULES = ("backbone_specs", "backbones", "freezing", "initializers", "layer_rates", "losses", "lsuv",
-               "one_cycle", "regularizers", "schedules")
+               "one_cycle", "regularizers", "schedules", "serving")
 _EXPORTS = {
     "attach_head": "headstart.models.heads",
     "build_autoencoder": "headstart.models.autoencoder",
@@ -35,7 +35,7 @@ _EXPORTS = {
 # Importing these registers the classes `.keras` files name ("headstart>L2SP", ...).
 _REGISTERING = ("headstart.models.initializers", "headstart.models.regularizers",
                 "headstart.models.layer_rates", "headstart.models.losses", "headstart.models.one_cycle",
-                "headstart.models.resnet")
+                "headstart.models.resnet", "headstart.models.serving")
 
 __all__ = sorted([*_SUBMODULES, *_EXPORTS, "register_keras_objects"])
 

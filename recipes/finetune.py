@@ -9,6 +9,7 @@
     headstart finetune --weights runs/pretrain/NAME/best.keras --unfreeze stage3
 
 Writes runs/finetune/<name>/: config.json, history.csv, metrics.json, best.keras,
+model.keras and model.json (the complete model: see `headstart.recipes.trained`),
 history.png, tensorboard/ (and scratch/ when comparing with training from scratch).
 """
 
@@ -281,7 +282,7 @@ def finetune(args):
     import keras
 
     from headstart.models import backbones
-    from headstart.recipes import engine
+    from headstart.recipes import engine, trained
     from headstart.recipes.checkpoint import TrainingCheckpoint
     from headstart.recipes.rundir import RunDir, run_config, write_training_outputs
 
@@ -315,6 +316,7 @@ def finetune(args):
             gradual_unfreeze=args.gradual_unfreeze, options=training, strategy=strategy, run_dir=run_dir,
             checkpoint_dir=run_dir.file("checkpoint"), **shape)}
     config = run_config(args, recipe="finetune", weights_resolved=weights, class_names=splits.class_names)
+    model_info = trained.describe("finetune", splits, args.backbone, backbones.get_spec(args.backbone).preprocess_module)
 
     if args.compare_scratch:
         scratch_dir = RunDir(run_dir.path / "scratch")
@@ -341,13 +343,14 @@ def finetune(args):
                                               learning_rate=args.lr, options=training, strategy=strategy,
                                               run_dir=scratch_dir, checkpoint_dir=scratch_dir.file("checkpoint"),
                                               **shape)
-        write_training_outputs(scratch_dir, {**config, "weights_resolved": None}, results["scratch"])
+        write_training_outputs(scratch_dir, {**config, "weights_resolved": None}, results["scratch"],
+                               model_info=model_info, val=splits.val)
     for note in results["transfer"].notes:
         options.say(args, f"note: {note}")
     table = results_table(results, args, baseline_results)
     run_dir.write_text("results.md", table + "\n")
     extra = {"baselines": baseline_results} if baseline_results is not None else None
-    write_training_outputs(run_dir, config, results["transfer"], extra)   # metrics.json last: the run is complete
+    write_training_outputs(run_dir, config, results["transfer"], extra, model_info=model_info, val=splits.val)
     for checkpoint in (run_dir.file("checkpoint"), run_dir.file("scratch/checkpoint")):
         TrainingCheckpoint(checkpoint).remove()
     return run_dir, results

@@ -49,7 +49,7 @@ def validate(args):
 def pretrain(args):
     """Train `args.model` from scratch on `args.data`; returns (run_dir, result)."""
     from headstart.models import backbones
-    from headstart.recipes import data, engine
+    from headstart.recipes import data, engine, trained
     from headstart.recipes.checkpoint import TrainingCheckpoint
     from headstart.recipes.rundir import RunDir, run_config, write_training_outputs
 
@@ -75,7 +75,9 @@ def pretrain(args):
         result = engine.train(build_model, splits, epochs=args.epochs, learning_rate=args.lr,
                               options=training, strategy=strategy, run_dir=run_dir,
                               checkpoint_dir=checkpoint.folder)
-    write_training_outputs(run_dir, run_config(args, recipe="pretrain", class_names=splits.class_names), result)
+    write_training_outputs(run_dir, run_config(args, recipe="pretrain", class_names=splits.class_names), result,
+                           model_info=trained.describe("pretrain", splits, args.model, spec.preprocess_module),
+                           val=splits.val)
     checkpoint.remove()   # the run is complete (metrics.json is written)
     return run_dir, result
 

@@ -140,16 +140,21 @@ def run_config(args, **extra):
     return {**{key: value for key, value in vars(args).items() if not key.startswith("_")}, **extra}
 
 
-def write_training_outputs(run_dir, config, result, extra_metrics=None):
-    """What every training recipe leaves behind: config, metrics, best model, history plot.
+def write_training_outputs(run_dir, config, result, extra_metrics=None, model_info=None, val=None):
+    """What every training recipe leaves behind: config, best model, history plot, metrics (last: the run is complete).
 
+    With `model_info` (`headstart.recipes.trained.describe`) also the run's complete model,
+    `model.keras` and `model.json`, calibrated on `val` (see `headstart.recipes.trained`).
     The per-epoch history.csv is already there: `HistoryWriter` wrote it after every epoch.
     """
+    from headstart.recipes import trained
     from headstart.recipes.plots import plot_history  # matplotlib only when a run finishes
 
     run_dir.write_json("config.json", config)
-    run_dir.write_json("metrics.json", {**result.metrics, "best": result.best, "phases": result.phases,
-                                         **(extra_metrics or {})})
     run_dir.save_model(result.model, "best.keras")
+    if model_info is not None:
+        trained.write(run_dir, result.model, model_info, val)
     figure = plot_history(result.history, result.phases)
     run_dir.save_figure(figure, "history.png")
+    run_dir.write_json("metrics.json", {**result.metrics, "best": result.best, "phases": result.phases,
+                                         **(extra_metrics or {})})

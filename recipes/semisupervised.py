@@ -5,7 +5,9 @@ start a classifier from its encoder, fine-tune on k labels per class, compare wi
     headstart semisupervised --labels-per-class 2,5,20 --autoencoder-epochs 30
 
 Writes runs/semisupervised/<name>/: autoencoder.keras, reconstructions.png (inputs above,
-reconstructions below), accuracy_vs_labels.png, results.md and metrics.json.
+reconstructions below), accuracy_vs_labels.png, results.md, metrics.json, and the run's
+model: the classifier of the largest label budget started from the encoder (best.keras,
+model.keras, model.json; see `headstart.recipes.trained`).
 """
 
 import argparse
@@ -80,7 +82,7 @@ def semisupervised(args):
     import keras
 
     from headstart import models
-    from headstart.recipes import data, engine
+    from headstart.recipes import data, engine, trained
     from headstart.recipes.plots import plot_accuracy_vs_labels, plot_reconstructions
     from headstart.recipes.rundir import RunDir, run_config
 
@@ -145,6 +147,9 @@ def semisupervised(args):
                     batch_norm="train", options=training, strategy=strategy,
                     checkpoint_dir=checkpoints / f"{budget}-labels-{start}")
             results[budget][start] = result.accuracy
+            if start == "autoencoder" and budget == max(args.label_budgets):
+                # The run's model: the classifier with the most labels, from the autoencoder's encoder.
+                kept = (result.model, few)
         if args.baselines:
             from headstart.recipes import baselines
 
@@ -156,7 +161,10 @@ def semisupervised(args):
 
     table = results_table(results, everything)
     run_dir.write_text("results.md", table + "\n")
-    run_dir.write_json("config.json", run_config(args, recipe="semisupervised"))
+    model, few = kept
+    run_dir.save_model(model, "best.keras")
+    trained.write(run_dir, model, trained.describe("semisupervised", few, "autoencoder_conv", None), few.val)
+    run_dir.write_json("config.json", run_config(args, recipe="semisupervised", class_names=few.class_names))
     budgets = sorted(results)
     run_dir.save_figure(plot_accuracy_vs_labels(
         budgets, {start: [results[k][start] for k in budgets] for start in results[budgets[0]]}),

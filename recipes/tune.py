@@ -317,8 +317,20 @@ def write_results(run_dir, tuner, args):
         run_dir.save_figure(results.plot_search(rows, args.objective), "search.png")
         best = results.best_hyperparameters(rows, args.objective, fixed_options(args), search_space.finetune_values)
         run_dir.write_json("best_hyperparameters.json", best)
-        run_dir.save_model(tuner.get_best_models(1)[0], "best.keras")
+        write_best_model(run_dir, tuner, args)
     return rows
+
+
+def write_best_model(run_dir, tuner, args):
+    """The best trial's network as best.keras, and as the run's complete model (`headstart.recipes.trained`)."""
+    from headstart.models import backbones
+    from headstart.recipes import trained
+
+    network = tuner.get_best_models(1)[0]
+    run_dir.save_model(network, "best.keras")
+    splits = tuner.hypermodel.any_splits()
+    trained.write(run_dir, network, trained.describe("tune", splits, args.backbone,
+                                                     backbones.get_spec(args.backbone).preprocess_module), splits.val)
 
 
 def run(args):

@@ -29,10 +29,12 @@ from headstart.recipes.data import digits, folder, tfds_source
 from headstart.recipes.data.digits import DIGITS_SOURCE_CLASSES, DIGITS_TARGET_CLASSES
 from headstart.recipes.data.folder import SkippedImageWarning
 from headstart.recipes.data.spec import (AUGMENTATIONS, BATCH_SIZE, CHANNELS, DEFAULT_SOURCE, IMAGE_SIZE, SEED,
-                               TEST_FRACTION, VALIDATION_FRACTION, DataSpec, check_source, list_datasets)
+                               TEST_FRACTION, VALIDATION_FRACTION, DataSpec, check_source, list_datasets,
+                               source_class_names)
 
 __all__ = ["AUGMENTATIONS", "DIGITS_SOURCE_CLASSES", "DIGITS_TARGET_CLASSES", "DataSpec", "DataSplits",
-           "SkippedImageWarning", "check_source", "class_counts", "list_datasets", "load"]
+           "SkippedImageWarning", "check_source", "class_counts", "list_datasets", "load",
+           "source_class_names"]
 
 # Source kind -> the function that reads it into `pipeline.Records`.
 _READERS = {"digits": digits.read, "folder": folder.read, "tfds": tfds_source.read}

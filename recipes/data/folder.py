@@ -69,11 +69,16 @@ def read(spec):
                                         decode=_decode_file)
 
 
+def undecodable(paths):
+    """For each file, None if it decodes as training images do, else why not (PIL; a few threads)."""
+    with concurrent.futures.ThreadPoolExecutor(SCAN_THREADS) as pool:
+        return list(pool.map(_why_undecodable, [str(path) for path in paths]))
+
+
 def _scan(paths):
     """Whether each file decodes; warns once per file that does not."""
     paths = [str(path) for path in paths]
-    with concurrent.futures.ThreadPoolExecutor(SCAN_THREADS) as pool:
-        problems = list(pool.map(_why_undecodable, paths))
+    problems = undecodable(paths)
     for path, problem in zip(paths, problems):
         if problem:
             warnings.warn(f"Skipping {path}: cannot decode it as an image ({problem}).",

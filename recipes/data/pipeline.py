@@ -210,6 +210,14 @@ def _to_image(item, *, decode, image_size, channels):
     return tf.saturate_cast(tf.round(image), tf.uint8)
 
 
+def image_from_bytes(encoded, image_size, channels):
+    """An encoded PNG / JPEG / BMP / GIF (a scalar string tensor) as the pipeline makes every training
+    image: uint8 (height, width, channels) at `image_size`, bilinear. `predict` and the exported
+    SavedModel's bytes signature use it, so a file is seen as in training."""
+    return _to_image(encoded, decode=lambda data: tf.io.decode_image(data, channels=3, expand_animations=False),
+                     image_size=tuple(image_size), channels=channels)
+
+
 def _to_channels(image, channels):
     """Grayscale -> RGB by repeating; RGB -> grayscale by luminance; RGBA loses its alpha."""
     have = image.shape[-1]

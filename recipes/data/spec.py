@@ -175,6 +175,12 @@ def list_datasets():
     ]
 
 
+def source_class_names(source, data_dir=None):
+    """The class names of `source`, all of them, in label order (None for a TFDS dataset not yet
+    downloaded); checks the source as `check_source` does, without loading it."""
+    return _resolve(source, data_dir)[2]
+
+
 def _resolve(source, data_dir):
     """(kind, location, the source's class names (None until a TFDS download), class sizes (folders))."""
     if not isinstance(source, str) or not source.strip():

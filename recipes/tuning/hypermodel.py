@@ -84,6 +84,11 @@ class FineTuneHyperModel(keras_tuner.HyperModel):
         self._splits.setdefault(trial.batch_size, splits)
         return model
 
+    def any_splits(self):
+        """The data of some built trial (class names and validation images are the same for every
+        batch size); `tuner.get_best_models` builds one, so after it there always is one."""
+        return next(iter(self._splits.values()))
+
     def features(self, model, splits, batch_size):
         """The frozen backbone's features, computed on the first trial that needs them and kept."""
         if batch_size not in self._features:
