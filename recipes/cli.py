@@ -26,6 +26,8 @@ VERBS = {
     "lr-find": "headstart.recipes.lr_find",
     "tune": "headstart.recipes.tune",
     "semisupervised": "headstart.recipes.semisupervised",
+    "evaluate": "headstart.recipes.evaluate",
+    "predict": "headstart.recipes.predict",
     "list": "headstart.recipes.list_cmd",
     "study": "headstart.recipes.study",
 }
@@ -63,13 +65,14 @@ def build_parser():
     return parser
 
 
-def options_for(verb, **overrides):
+def options_for(verb, *positional, **overrides):
     """A verb's options with its defaults, as the CLI would parse them, plus overrides.
 
-    The Python way to call a recipe: `pretrain.run(options_for("pretrain", epochs=3))`.
+    The Python way to call a recipe: `pretrain.run(options_for("pretrain", epochs=3))`;
+    verbs with positional arguments take them after the verb: `options_for("evaluate", "runs/finetune/demo")`.
     Unknown option names raise `UsageError`, as unknown flags do on the command line.
     """
-    args = build_parser().parse_args([verb])
+    args = build_parser().parse_args([verb, *map(str, positional)])
     unknown = sorted(set(overrides) - set(vars(args)))
     if unknown:
         raise UsageError(f"unknown option for {verb}: {', '.join(unknown)}")
