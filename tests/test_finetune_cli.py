@@ -141,6 +141,10 @@ def test_pretrained_file_from_pretrain_feeds_finetune(tmp_path, capsys):
     assert main(["pretrain", "--epochs", "1", "--image-size", "16", "--runs-dir", runs, "--name", "src"]) == 0
     weights = Path(runs) / "pretrain" / "src" / "best.keras"
     assert weights.is_file()
+    # The pretraining run is a complete model too: digits 0-4 in output order, at its size.
+    info = json.loads((weights.parent / "model.json").read_text())
+    assert info["class_names"] == ["0", "1", "2", "3", "4"] and info["image_size"] == [16, 16]
+    assert (weights.parent / "model.keras").is_file() and info["temperature"] > 0
     assert main(["finetune", "--weights", str(weights), "--epochs", "1", "--finetune-epochs", "1",
                  "--image-size", "16", "--unfreeze", "stage2", "--regularizer", "l2sp",
                  "--layer-decay", "0.5", "--gradual-unfreeze", "1",

@@ -23,6 +23,11 @@ def test_semisupervised_recipe_runs_end_to_end_on_tiny_settings(tmp_path, capsys
     # Beside both starts, the baselines on the same images, in the table too.
     assert all(set(row) == {"autoencoder", "scratch", "pixels", "linear_probe"} for row in metrics["accuracy"].values())
     assert "logistic regression on the pixels" in printed and "linear probe on the encoder" in printed
+    # The run's model is the classifier of the largest budget, complete: all ten digits, one channel.
+    info = json.loads((run / "model.json").read_text())
+    assert info["class_names"] == [str(digit) for digit in range(10)]
+    assert (info["image_size"], info["channels"], info["data"]["labels_per_class"]) == ([8, 8], 1, 2)
+    assert (run / "model.keras").is_file() and (run / "best.keras").is_file()
     # The autoencoder trained without labels: its reconstruction loss went down.
     losses = [row["loss"] for row in metrics["autoencoder"]["history"]]
     assert losses[-1] < losses[0]
