@@ -12,6 +12,7 @@ calibrated probabilities) and writes the same to predictions.csv (--output).
 From Python: `predict.predict("runs/finetune/demo", ["photo.jpg"])` returns the rows.
 """
 
+import concurrent.futures
 import csv
 import glob
 import os
@@ -116,12 +117,15 @@ def _predict(args, folder, paths, write_to=None):
 
     from headstart.recipes.data import folder as image_folder
 
-    problems = image_folder.undecodable(paths)
+    # The pre-scan (PIL, threads that release the GIL) runs while the model loads.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        scanning = pool.submit(image_folder.undecodable, paths)
+        model = trained.load(folder)
+        problems = scanning.result()
     for path, problem in zip(paths, problems):
         if problem:
             print(f"headstart: skipped {path}: cannot decode it as an image ({problem})", file=sys.stderr)
     readable = [path for path, problem in zip(paths, problems) if problem is None]
-    model = trained.load(folder)
     top_k = min(args.top_k, len(model.class_names))
     columns = ["path", *(f"{what}_{k}" for k in range(1, top_k + 1) for what in ("class", "probability"))]
     temporary = None

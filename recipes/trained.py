@@ -174,9 +174,12 @@ class TrainedModel:
         if images.shape[1:] != self.input_shape:
             raise UsageError(f"images of shape {images.shape[1:]} given; the model takes {self.input_shape} "
                              "(resize them, e.g. with headstart.recipes.predict.read_images)")
-        return np.concatenate([np.asarray(self.serving(images[start:start + batch_size], training=False))
-                               for start in range(0, len(images), batch_size)]) if len(images) else \
-            np.zeros((0, len(self.class_names)), np.float32)
+        if not len(images):
+            return np.zeros((0, len(self.class_names)), np.float32)
+        # predict_on_batch runs Keras' compiled predict step (5x faster here than calling the model
+        # eagerly per batch) without building a tf.data pipeline per call, as `predict` would.
+        return np.concatenate([np.asarray(self.serving.predict_on_batch(images[start:start + batch_size]))
+                               for start in range(0, len(images), batch_size)])
 
     def probabilities(self, images, batch_size=64, temperature=None, tta=False):
         """Calibrated class probabilities of raw images; columns in `class_names` order.
