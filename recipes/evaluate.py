@@ -43,8 +43,8 @@ def add_arguments(parser):
     group.add_argument("--batch-size", type=int, default=64, help="Default: 64")
     group = parser.add_argument_group("evaluation")
     group.add_argument("--tta", action="store_true",
-                       help="also report test-time augmentation: the mean over each image, its mirror image "
-                            "and their central crops")
+                       help="also report test-time augmentation: the mean over each image and its central crop, "
+                            "and their mirror images if the run trained with --augment flip")
     group.add_argument("--output", default=None, help="folder to write. Default: RUN/evaluation (replaced)")
     options.add_output_arguments(group)
 

@@ -33,7 +33,8 @@ def add_arguments(parser):
     group = parser.add_argument_group("prediction")
     group.add_argument("--top-k", type=int, default=TOP_K, help=f"classes per image. Default: {TOP_K}")
     group.add_argument("--tta", action="store_true",
-                       help="test-time augmentation: the mean over each image, its mirror image and their central crops")
+                       help="test-time augmentation: the mean over each image and its central crop, and their "
+                            "mirror images if the run trained with --augment flip")
     group.add_argument("--batch-size", type=int, default=BATCH_SIZE, help=f"Default: {BATCH_SIZE}")
     group.add_argument("--output", default=OUTPUT, help=f"the CSV file to write. Default: {OUTPUT}")
     group.add_argument("--overwrite", action="store_true", help="replace an existing --output file")

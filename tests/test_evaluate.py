@@ -6,6 +6,7 @@ import shutil
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 from sklearn import metrics as sk
 
@@ -147,15 +148,21 @@ def test_evaluate_writes_the_report_and_the_three_figures(evaluated):
             assert image.format == "PNG" and min(image.size) > 200
 
 
-def test_tta_is_the_mean_over_the_image_its_mirror_and_their_crops(evaluated, finished_run):
+def test_tta_is_the_mean_over_the_image_and_its_crop_and_their_mirrors_after_flip_training(evaluated, finished_run):
     run, metrics = evaluated
     model = trained.load(finished_run)
     images = np.random.default_rng(4).integers(0, 256, (3, 8, 8, 3)).astype(np.float32)
     views = trained.tta_views(images)
-    np.testing.assert_array_equal(views[1], images[:, :, ::-1])
-    np.testing.assert_allclose(views[3], views[2][:, :, ::-1], atol=1e-4)   # the crop is central: flips commute
+    assert len(views) == 2 and not model.trained_with_flips   # the tiny run trained without flips
+    np.testing.assert_array_equal(views[0], images)
     expected = np.mean([calibration.softmax(model.logits(view), model.temperature) for view in views], axis=0)
     np.testing.assert_allclose(model.probabilities(images, tta=True), expected, atol=1e-6)
+    # At 32 px the crop is the central 28 x 28 pixels, enlarged back (bilinear); with flips, both mirrored.
+    large = np.random.default_rng(5).integers(0, 256, (2, 32, 32, 3)).astype(np.float32)
+    mirrored = trained.tta_views(large, flip=True)
+    np.testing.assert_allclose(mirrored[1], tf.image.resize(large[:, 2:30, 2:30], (32, 32)).numpy(), atol=1e-4)
+    np.testing.assert_array_equal(mirrored[2], large[:, :, ::-1])
+    np.testing.assert_allclose(mirrored[3], mirrored[1][:, :, ::-1], atol=1e-4)
     assert set(metrics["tta"]) >= {"accuracy", "macro_f1", "log_loss", "ece", "confusion_matrix"}
 
 
