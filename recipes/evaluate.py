@@ -293,7 +293,8 @@ def report(metrics):
     lines += [f"| {names[row['label']]} | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} | "
               f"{row['support']} |" for row in metrics["per_class"]]
     lines += ["", "## Most confused", ""]
-    lines += [f"- {names[pair['true']]} taken for {names[pair['predicted']]}: {pair['count']} images "
+    lines += [f"- {names[pair['true']]} taken for {names[pair['predicted']]}: {pair['count']} "
+              f"image{'s' if pair['count'] != 1 else ''} "
               f"({pair['share']:.0%} of {names[pair['true']]})" for pair in metrics["most_confused"]] or ["- none"]
     lines += ["", "## Calibration", "",
               f"Temperature {calibration['temperature']:.3f} (fitted on the run's validation split). "
