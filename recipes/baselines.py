@@ -161,6 +161,11 @@ def run(splits, backbone=None, *, seed=0):
     return results
 
 
+def run_probe(features, seed=0):
+    """The linear probe on features already computed: split -> (features (n, d), labels), as `run` fits it."""
+    return _best_logistic_regression(features, seed, time.perf_counter())
+
+
 def table_rows(baselines):
     """Markdown rows for `run`'s results, in the columns of `headstart.recipes.finetune.results_table`."""
     return [f"| {NAMES[name]} (C={result['C']:g}) | {result['accuracy']:.3f} | "

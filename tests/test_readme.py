@@ -69,6 +69,7 @@ TINY = {
     "semisupervised": ["--image-size", "8", "--autoencoder-epochs", "1", "--epochs", "1", "--finetune-epochs", "1",
                        "--labels-per-class", "1"],
     "study": ["--quick"],
+    "rank-backbones": ["--image-size", "8", "--pretrain-epochs", "1"],
 }
 # finetune and lr-find take a phase's budget in steps or in epochs, not both: a command
 # that gives it in epochs gets the same tiny budget in epochs.
