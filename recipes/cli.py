@@ -28,6 +28,7 @@ VERBS = {
     "semisupervised": "headstart.recipes.semisupervised",
     "evaluate": "headstart.recipes.evaluate",
     "predict": "headstart.recipes.predict",
+    "rank-backbones": "headstart.recipes.rank_backbones",
     "list": "headstart.recipes.list_cmd",
     "study": "headstart.recipes.study",
 }
