@@ -31,6 +31,7 @@ VERBS = {
     "rank-backbones": "headstart.recipes.rank_backbones",
     "list": "headstart.recipes.list_cmd",
     "study": "headstart.recipes.study",
+    "export": "headstart.recipes.export",
 }
 
 USAGE_EXIT_STATUS = 2

@@ -32,7 +32,7 @@ from PIL import Image
 DRIVER = ("import sys, headstart.recipes.cli as cli; status = cli.main(sys.argv[1:]); "
           "print('TF' if 'tensorflow' in sys.modules else 'noTF'); sys.exit(status)")
 # Verbs that write a run directory: each case gets `--runs-dir runs` (inside its folder) first.
-RUN_VERBS = ("finetune", "pretrain", "lr-find", "semisupervised", "study", "tune")
+RUN_VERBS = ("finetune", "pretrain", "lr-find", "semisupervised", "study", "tune", "rank-backbones")
 # Subprocesses run side by side; a case importing TensorFlow takes a few seconds of CPU.
 WORKERS = 4
 # TensorFlow's native libraries write these lines to stderr while they load, before Python
@@ -248,6 +248,28 @@ CASES = [
     case("study symmetry --name a/b", "--name", "not a usable folder name"),
     case("study learning-rate --name old", "already exists", "--overwrite",
          setup=existing_run("study/learning-rate")),
+
+    # ## evaluate, predict, export: a finished run's model (recipes/trained.py finds it without TensorFlow)
+    case("evaluate runs/finetune/none", "is not a run folder"),
+    case("evaluate runs/finetune/old", "holds no model", setup=existing_run("finetune")),
+    case("evaluate runs", "not a finished run", "no config.json or metrics.json", setup=existing_run("finetune")),
+    case("evaluate runs/finetune/old/model.keras", "does not exist", setup=existing_run("finetune")),
+    case("evaluate runs/finetune/old --split everything", "--split", "invalid choice"),
+    case("predict runs/finetune/none photo.jpg", "is not a run folder"),
+    case("predict runs/finetune/old photo.jpg", "holds no model", setup=existing_run("finetune")),
+    case("predict runs/finetune/old", "required", "PATH"),
+    case("export runs/finetune/none --format onnx", "is not a run folder"),
+    case("export runs/finetune/old --format onnx", "holds no model", setup=existing_run("finetune")),
+    case("export runs/finetune/old --format coreml", "--format", "invalid choice", "litert"),
+    case("export runs/finetune/old --format saved_model --quantize int8", "float32 only", "litert"),
+    case("export runs/finetune/old --format litert --min-accuracy 1.5", "--min-accuracy", "[0, 1]"),
+
+    # ## rank-backbones
+    case("rank-backbones --backbones ,", "at least one backbone"),
+    case("rank-backbones --backbones resnet8,no_such_net", "unknown backbone", "no_such_net"),
+    case("rank-backbones --backbones mobilenet_v2:digits-source", "digits-source", "mobilenet_v2"),
+    case("rank-backbones --neighbours 0", "--neighbours", "1 or more"),
+    case("rank-backbones --name old", "already exists", "--overwrite", setup=existing_run("rank-backbones")),
 ]
 
 
