@@ -6,18 +6,14 @@ import pytest
 
 import keras
 
-from headstart.recipes import cli, finetune, tune
+from headstart.recipes import cli, finetune
 
 
 @pytest.fixture(scope="module")
-def search(tmp_path_factory):
-    """A tiny random search on digits (2 trials), as `headstart tune` leaves it."""
-    runs = tmp_path_factory.mktemp("runs")
-    args = cli.options_for("tune", tuner="random", max_trials=2, weights="none", image_size=8, epochs=1,
-                           finetune_epochs=1, dropout="0.1:0.5", runs_dir=str(runs), name="s", seed=0)
-    tune.validate(args)
-    run_dir, _, _ = tune.search(args)
-    return run_dir.path, runs
+def search(shared_random_search):
+    """A tiny random search on digits, as `headstart tune` leaves it: the session's shared one
+    (tests/conftest.py), which tests/test_tune.py reads too."""
+    return shared_random_search.run_dir.path, shared_random_search.runs_dir
 
 
 def test_retrains_with_the_best_trials_values_and_options_set_by_hand_win(search, capsys):

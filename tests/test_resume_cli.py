@@ -71,11 +71,36 @@ def _metrics(run):
     return json.loads((run / "metrics.json").read_text())
 
 
+# Runs every verb's command of RUNS, uninterrupted, one after the other in one process.
+UNINTERRUPTED = """
+import json, sys
+from headstart.recipes.cli import main
+for argv in map(json.loads, sys.argv[1:]):
+    assert main(argv) == 0, argv
+"""
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The runs dir holding `VERB/whole`: each verb's run of RUNS, uninterrupted, with --deterministic.
+
+    The killed-and-resumed runs are compared with these, and the determinism test's second run
+    with the pretrain one. All in one fresh process, one verb after the other: a process costs
+    ~10 CPU seconds of importing TensorFlow before it trains, and --deterministic runs are
+    bit-identical whatever ran before them in the process (each seeds everything as it starts),
+    so one process gives the same references as one each (checked when this was written).
+    """
+    runs_dir = tmp_path_factory.mktemp("uninterrupted")
+    commands = [_command(verb, "whole", runs_dir)[3:] for verb in sorted(RUNS)]   # after `python -m headstart`
+    _run([sys.executable, "-c", UNINTERRUPTED, *map(json.dumps, commands)])
+    return runs_dir
+
+
 @pytest.mark.parametrize("verb", sorted(RUNS))
-def test_killed_run_resumes_and_ends_as_the_uninterrupted_one(tmp_path, verb):
+def test_killed_run_resumes_and_ends_as_the_uninterrupted_one(tmp_path, uninterrupted, verb):
     _, checkpoint_folder, metric_keys, epochs = RUNS[verb]
     runs_dir = tmp_path / "runs"
-    _run(_command(verb, "whole", runs_dir))
+    whole_run = uninterrupted / verb / "whole"
 
     killed = runs_dir / verb / "killed"
     saved_epoch = _kill_after_first_epoch(_command(verb, "killed", runs_dir), killed / checkpoint_folder)
@@ -86,16 +111,16 @@ def test_killed_run_resumes_and_ends_as_the_uninterrupted_one(tmp_path, verb):
 
     _run(_command(verb, "killed", runs_dir, "--resume"))
 
-    whole, resumed = _metrics(runs_dir / verb / "whole"), _metrics(killed)
+    whole, resumed = _metrics(whole_run), _metrics(killed)
     for key in metric_keys:
         assert resumed[key] == whole[key], key                     # bit-identical with --deterministic
     if epochs is not None:
         rows = read_history(killed / "history.csv")
         assert [row["epoch"] for row in rows] == list(range(epochs))
-        assert rows == read_history(runs_dir / verb / "whole" / "history.csv")
+        assert rows == read_history(whole_run / "history.csv")
     for name in ("best.keras",) if verb != "semisupervised" else ("autoencoder.keras",):
         for resumed_weight, whole_weight in zip(keras.saving.load_model(killed / name).weights,
-                                                keras.saving.load_model(runs_dir / verb / "whole" / name).weights):
+                                                keras.saving.load_model(whole_run / name).weights):
             np.testing.assert_array_equal(resumed_weight.numpy(), whole_weight.numpy())
     assert not (killed / checkpoint_folder).exists()   # removed once the run is complete
 
@@ -123,11 +148,12 @@ def test_resume_refuses_other_options_and_finished_runs(tmp_path):
     assert sorted(path.name for path in run.iterdir()) == ["config.json", "metrics.json"]
 
 
-def test_deterministic_runs_are_bit_identical(tmp_path):
+def test_deterministic_runs_are_bit_identical(tmp_path, uninterrupted):
+    # The first run is the uninterrupted pretrain reference (the same command, another --name),
+    # the second one a fresh process of its own.
     runs_dir = tmp_path / "runs"
-    for name in ("one", "two"):
-        _run(_command("pretrain", name, runs_dir))
-    one, two = (runs_dir / "pretrain" / name for name in ("one", "two"))
+    _run(_command("pretrain", "two", runs_dir))
+    one, two = uninterrupted / "pretrain" / "whole", runs_dir / "pretrain" / "two"
     assert _metrics(one)["test_loss"] == _metrics(two)["test_loss"]
     assert read_history(one / "history.csv") == read_history(two / "history.csv")
     for weight_one, weight_two in zip(keras.saving.load_model(one / "best.keras").weights,
@@ -135,14 +161,19 @@ def test_deterministic_runs_are_bit_identical(tmp_path):
         np.testing.assert_array_equal(weight_one.numpy(), weight_two.numpy())
 
 
-def test_a_diverging_run_stops_in_one_line_with_exit_1_and_keeps_its_best_weights(tmp_path):
+def test_a_diverging_run_stops_in_one_line_with_exit_1_and_keeps_its_best_weights(tmp_path, capfd):
+    # In-process (no kill, nothing process-wide such as --deterministic): the CLI's own exit
+    # status and everything written to file descriptors 1 and 2 (capfd), without the ~10 s a
+    # fresh process spends importing TensorFlow.
+    from headstart.recipes.cli import main
+
     runs_dir = tmp_path / "runs"
-    command = [sys.executable, "-m", "headstart", "pretrain", "--image-size", "8", "--epochs", "3", "--lr", "1e9",
-               "--name", "nan", "--runs-dir", str(runs_dir)]
-    finished = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=SAFETY_TIMEOUT)
-    assert finished.returncode == 1
-    assert "Traceback" not in finished.stderr
-    last = finished.stderr.splitlines()[-1]
+    status = main(["pretrain", "--image-size", "8", "--epochs", "3", "--lr", "1e9", "--name", "nan",
+                   "--runs-dir", str(runs_dir)])
+    stderr = capfd.readouterr().err
+    assert status == 1
+    assert "Traceback" not in stderr
+    last = stderr.splitlines()[-1]
     assert last.startswith("headstart: error: training diverged in phase train at epoch 1, step ")
     assert "try a lower learning rate than 1e+09" in last
     run = runs_dir / "pretrain" / "nan"

@@ -1,12 +1,12 @@
 """headstart tune: the search space, Hyperband's epochs, each tuner's results, failed trials, memory."""
 
 import csv
-import gc
 import json
 import math
 
 import pytest
 
+from conftest import SHARED_SEARCH_OPTIONS, SHARED_SEARCH_TRIALS
 from headstart.recipes import cli, tune
 from headstart.recipes.errors import UsageError
 from headstart.recipes.tuning import distributed, hypermodel
@@ -128,20 +128,30 @@ def read_csv(path):
 
 
 TUNER_SETTINGS = {
-    # 1 + 2 epochs per trial at factor 3: a bracket of three 1-epoch trials whose best is
-    # continued to epoch 3, then a bracket of two 3-epoch trials.
-    "hyperband": dict(epochs=1, finetune_epochs=2, patience=10),
-    "bayesian": dict(max_trials=3),
-    "random": dict(max_trials=2),
+    # 1 + 1 epochs per trial at factor 2: a bracket of two 1-epoch trials whose best is
+    # continued to epoch 2, then a bracket of two 2-epoch trials (Hyperband's smallest schedule
+    # with a continued trial; tests/test_tune_distributed.py runs the default factor, 3).
+    "hyperband": dict(epochs=1, finetune_epochs=1, hyperband_factor=2, patience=10),
+    # Its first max(3 x dimensions, 3) trials are random points (keras-tuner's
+    # num_initial_points): 2 trials run the code 3 did.
+    "bayesian": dict(max_trials=2),
+    # The random tuner's is the session's shared search (tests/conftest.py, 6 trials), which
+    # test_memory_does_not_grow_from_trial_to_trial and tests/test_from_tuning.py read too.
+    "random": SHARED_SEARCH_OPTIONS,
     "grid": dict(lr="1e-2|1e-1", dropout="0.1", weight_decay="1e-4", finetune_lr="1e-3", max_trials=5),
 }
 
 
 @pytest.mark.parametrize("tuner", sorted(TUNER_SETTINGS))
-def test_tiny_search_writes_consistent_results(tmp_path, capsys, tuner):
-    args = tiny(tmp_path, tuner=tuner, **TUNER_SETTINGS[tuner])
-    tune.validate(args)
-    run_dir, keras_tuner_search, rows = tune.search(args)
+def test_tiny_search_writes_consistent_results(tmp_path, capsys, request, tuner):
+    if tuner == "random":
+        shared = request.getfixturevalue("shared_random_search")
+        run_dir, keras_tuner_search, rows, printed = shared.run_dir, shared.tuner, shared.rows, shared.stdout
+    else:
+        args = tiny(tmp_path, tuner=tuner, **TUNER_SETTINGS[tuner])
+        tune.validate(args)
+        run_dir, keras_tuner_search, rows = tune.search(args)
+        printed = capsys.readouterr().out
     oracle = keras_tuner_search.oracle
 
     csv_rows = read_csv(run_dir.file("trials.csv"))
@@ -170,12 +180,12 @@ def test_tiny_search_writes_consistent_results(tmp_path, capsys, tuner):
     model = keras.saving.load_model(run_dir.file("best.keras"))
     assert model.output_shape[-1] == 5
     assert json.loads(run_dir.file("config.json").read_text())["recipe"] == "tune"
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("trial ")]
+    lines = [line for line in printed.splitlines() if line.startswith("trial ")]
     assert len(lines) == len(csv_rows)
 
     if tuner == "hyperband":
         # Hyperband's epochs: each trial ran exactly from tuner/initial_epoch to tuner/epochs.
-        assert len(csv_rows) == 6
+        assert len(csv_rows) == 5
         for row in csv_rows:
             assert int(row["epochs"]) == int(row["tuner/epochs"]) - int(row["tuner/initial_epoch"])
         continued = [row for row in csv_rows if row["tuner/trial_id"]]
@@ -218,22 +228,13 @@ def test_a_diverging_trial_fails_with_the_engines_reason(tmp_path):
     assert not (tmp_path / "tune" / "s" / "best_hyperparameters.json").exists()
 
 
-def test_memory_does_not_grow_from_trial_to_trial(tmp_path, monkeypatch):
-    import psutil
-
-    resident = []
-    real_fit = hypermodel.FineTuneHyperModel.fit
-
-    def fit_and_measure(self, *args, **kwargs):
-        result = real_fit(self, *args, **kwargs)
-        gc.collect()
-        resident.append(psutil.Process().memory_info().rss / 2**20)
-        return result
-
-    monkeypatch.setattr(hypermodel.FineTuneHyperModel, "fit", fit_and_measure)
-    trials = 6   # what grows per trial is models and graphs built, not epochs: one epoch per phase will do
-    args = tiny(tmp_path, tuner="random", max_trials=trials, epochs=1, finetune_epochs=1)
-    assert tune.run(args) == 0
+def test_memory_does_not_grow_from_trial_to_trial(shared_random_search):
+    # The shared search (tests/conftest.py) measured the resident memory after each trial's
+    # fit and a garbage collection. What grows per trial is models and graphs built, not
+    # epochs: one epoch per phase will do.
+    trials = SHARED_SEARCH_TRIALS
+    resident = shared_random_search.resident_mb
+    assert shared_random_search.status == 0   # what `tune.run` returned
     assert len(resident) == trials
     per_trial = (resident[-1] - resident[0]) / (trials - 1)
     assert per_trial < MEMORY_GROWTH_PER_TRIAL_MB, f"resident memory after each trial (MB): {resident}"
