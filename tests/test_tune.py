@@ -4,6 +4,8 @@ import csv
 import json
 import math
 
+import numpy as np
+
 import pytest
 
 from conftest import SHARED_SEARCH_OPTIONS, SHARED_SEARCH_TRIALS
@@ -179,6 +181,12 @@ def test_tiny_search_writes_consistent_results(tmp_path, capsys, request, tuner)
 
     model = keras.saving.load_model(run_dir.file("best.keras"))
     assert model.output_shape[-1] == 5
+    # The best trial is the search's complete model too: raw images in, the five digits' logits out.
+    info = json.loads(run_dir.file("model.json").read_text())
+    assert info["recipe"] == "tune" and info["class_names"] == ["5", "6", "7", "8", "9"] and info["temperature"] > 0
+    raw = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(keras.saving.load_model(run_dir.file("model.keras"))(raw)),
+                               np.asarray(model(raw / 255.0)), atol=1e-5)
     assert json.loads(run_dir.file("config.json").read_text())["recipe"] == "tune"
     lines = [line for line in printed.splitlines() if line.startswith("trial ")]
     assert len(lines) == len(csv_rows)
