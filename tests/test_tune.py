@@ -5,7 +5,6 @@ import json
 import math
 
 import numpy as np
-
 import pytest
 
 from conftest import SHARED_SEARCH_OPTIONS, SHARED_SEARCH_TRIALS
