@@ -33,6 +33,7 @@ def check(args, recipe, path):
     if not config_path.exists():
         raise UsageError(f"--resume: {path} holds no config.json, so it was not started by headstart {recipe}; "
                          "use another --name, or --overwrite to start it again")
+    check_checkpoints(path)
     saved = json.loads(config_path.read_text())
     now = _plain(run_config(args, recipe=recipe))
     for key in sorted(set(now) | set(saved)):
@@ -41,6 +42,15 @@ def check(args, recipe, path):
         if now.get(key) != saved.get(key):
             raise UsageError(f"--resume: run {path} was started with {key}={saved.get(key)!r}, not "
                              f"{now.get(key)!r}; pass the same options to continue it, or start a new run")
+
+
+def check_checkpoints(path):
+    """Before any work: every checkpoint of the run has an intact save to continue from
+    (`CheckpointDamaged`, exit 2, when one has none); the engine says which damaged ones it skips."""
+    from headstart.recipes.checkpoint import TrainingCheckpoint, checkpoint_folders
+
+    for folder in checkpoint_folders(path):
+        TrainingCheckpoint(folder).check()
 
 
 def start(run_dir, args, recipe):
