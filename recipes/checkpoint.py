@@ -80,8 +80,10 @@ class TrainingCheckpoint:
                 if target.exists():
                     shutil.rmtree(target)
                 os.replace(temporary, target)
-            except BaseException:
+            except BaseException as error:
                 shutil.rmtree(temporary, ignore_errors=True)
+                if isinstance(error, OSError) and error.filename is None:
+                    error.filename = str(self.folder)   # a failed write() names no file: the user needs the place
                 raise
             atomic_write_text(self.folder / LATEST, name + "\n")
             # The new save and the newest one before it that is not known to be damaged.

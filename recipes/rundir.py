@@ -236,16 +236,49 @@ def check_run_name(recipe, name, root=DEFAULT_ROOT, overwrite=False, resume=Fals
                              "workers resume from the chief's run, so --runs-dir must be a folder they share")
         return run_path(recipe, name, worker_folder())
     check_not_in_use(path, shared)
-    if resume:
-        if not path.is_dir():
-            raise UsageError(f"--resume: there is no run {path} to continue; run without --resume to start it")
-        return path
-    if path.exists() and not overwrite:
-        raise UsageError(f"run {path} already exists: choose another --name, or pass --overwrite to replace it")
     from headstart.recipes.options import check_writable_folder  # options imports this module
 
-    check_writable_folder(path.parent, "--runs-dir")
+    if not resume:
+        check_writable_folder(path.parent, "--runs-dir")
+    if resume:
+        try:
+            found = path.is_dir()
+        except OSError as error:   # a name too long
+            raise UsageError(f"--name {name!r}: the file system refuses {path} ({error.strerror})")
+        if not found:
+            raise UsageError(f"--resume: there is no run {path} to continue; run without --resume to start it")
+        return path
+    _check_name_accepted(path)
+    if path.exists() and not overwrite:
+        raise UsageError(f"run {path} already exists: choose another --name, or pass --overwrite to replace it")
     return path
+
+
+def _check_name_accepted(path):
+    """The file system takes the run's folder and lock-file names (length, characters): tried in the nearest
+    existing parent with a folder made and removed, since each file system has its own limits."""
+    try:
+        if path.exists():
+            return
+        parent = path.parent
+        while not parent.exists():
+            parent = parent.parent
+    except OSError as error:
+        raise UsageError(f"--name {path.name!r}: the file system refuses {path} ({error.strerror}); "
+                         "choose a shorter --name or another --runs-dir")
+    if not parent.is_dir():
+        return   # the --runs-dir check says so
+    for name in (path.name, f".{path.name}.lock"):
+        try:
+            os.mkdir(parent / name)
+            os.rmdir(parent / name)
+        except FileExistsError:
+            pass
+        except OSError as error:
+            if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT):
+                return   # about the folder, not the name: the --runs-dir check says so
+            raise UsageError(f"--name {path.name!r}: the file system refuses the name {name!r} in {parent} "
+                             f"({error.strerror}); choose a shorter --name or other characters")
 
 
 class RunDir:
