@@ -248,6 +248,13 @@ CASES = [
     case("study symmetry --name a/b", "--name", "not a usable folder name"),
     case("study learning-rate --name old", "already exists", "--overwrite",
          setup=existing_run("study/learning-rate")),
+
+    # ## Reliability II: what the operating system refuses, found before any work
+    case("pretrain --runs-dir /proc/headstart", "--runs-dir", "cannot write there"),
+    case("finetune --cache-dir /proc/headstart", "--cache-dir", "cannot write there"),
+    case("pretrain --name " + "x" * 300, "--name", "File name too long", "shorter --name"),
+    case("pretrain --resume --name " + "x" * 300, "--resume", "no run"),
+    case("finetune --runs-dir afile/runs", "--runs-dir", "cannot write there", setup=a_file),
 ]
 
 
