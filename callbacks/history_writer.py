@@ -60,10 +60,15 @@ class HistoryWriter(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.rows.append({"epoch": epoch, **{key: float(value) for key, value in (logs or {}).items()}})
-        directory = os.path.dirname(os.fspath(self.path))
-        if directory:
-            os.makedirs(directory, exist_ok=True)
-        atomic_write_text(self.path, _format(self.rows, os.fspath(self.path).lower().endswith(".json")))
+        write_history(self.path, self.rows)
+
+
+def write_history(path, rows):
+    """Write `rows` (dicts with `epoch` first) as `HistoryWriter` does: atomically, CSV or JSON by suffix."""
+    directory = os.path.dirname(os.fspath(path))
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    atomic_write_text(path, _format(rows, os.fspath(path).lower().endswith(".json")))
 
 
 def read_history(path):

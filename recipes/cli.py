@@ -7,7 +7,10 @@ reported in well under a second.
 
 Bad input is one line on stderr and exit status 2, with no traceback: argparse errors,
 and any `UsageError` raised while a verb validates its options. A training whose loss
-became NaN is one line too (where, and what to try), with exit status 1.
+became NaN is one line too (where, and what to try), with exit status 1, as is an
+operating-system error during a run (`headstart.recipes.faults`: the path, the error, what
+to do and how to resume). Ctrl-C and SIGTERM stop the verb with one line that gives the
+command resuming the run, exit status 130 / 143.
 """
 
 import argparse
@@ -17,6 +20,7 @@ import importlib.machinery
 import os
 import sys
 
+from headstart.recipes import faults, rundir
 from headstart.recipes.errors import TrainingDiverged, UsageError
 
 # Verb name -> module. The order is the order of `headstart --help`.
@@ -36,6 +40,7 @@ VERBS = {
 
 USAGE_EXIT_STATUS = 2
 DIVERGED_EXIT_STATUS = 1   # the options were fine; the training was not
+OS_ERROR_EXIT_STATUS = 1   # the options were fine; the machine was not
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -152,17 +157,36 @@ def quiet_tensorflow_start_up(argv):
 
 
 def main(argv=None):
-    quiet_tensorflow_start_up(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    quiet_tensorflow_start_up(argv)
     parser = build_parser()
+    args = None
     try:
-        args = parser.parse_args(argv)
-        return args._run(args) or 0
-    except UsageError as error:
-        print(f"headstart: error: {error}", file=sys.stderr)
-        return USAGE_EXIT_STATUS
-    except TrainingDiverged as error:
-        print(f"headstart: error: {error}", file=sys.stderr)
-        return DIVERGED_EXIT_STATUS
+        with faults.handling_signals():
+            try:
+                args = parser.parse_args(argv)
+                return args._run(args) or 0
+            except UsageError as error:
+                print(f"headstart: error: {error}", file=sys.stderr)
+                return USAGE_EXIT_STATUS
+            except TrainingDiverged as error:
+                print(f"headstart: error: {error}", file=sys.stderr)
+                return DIVERGED_EXIT_STATUS
+            except OSError as error:
+                print(f"headstart: error: {faults.os_error_message(error, argv, rundir.runs_written(), _resumable(args))}",
+                      file=sys.stderr)
+                return OS_ERROR_EXIT_STATUS
+            finally:
+                rundir.release_locks()
+    except faults.Interrupted as error:
+        print(f"headstart: {faults.interrupted_message(error, argv, rundir.runs_written(), _resumable(args))}",
+              file=sys.stderr, flush=True)
+        return error.exit_status
+
+
+def _resumable(args):
+    """Whether the verb has --resume (the training verbs)."""
+    return args is not None and hasattr(args, "resume")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ backbone, then part or all of the backbone at a lower learning rate.
 """
 
 import math
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -17,11 +18,12 @@ import keras
 import tensorflow as tf
 
 from headstart.callbacks import EarlyStopping, GradientLogger, GradualUnfreezing, HistoryWriter, ProgressLogger
+from headstart.callbacks.history_writer import write_history
 from headstart.models import losses, schedules
 from headstart.models.freezing import freeze, unfreeze
 from headstart.models.layer_rates import with_layer_rates
 from headstart.recipes import distribution
-from headstart.recipes.checkpoint import TrainingCheckpoint, optimizer_variables
+from headstart.recipes.checkpoint import TrainingCheckpoint, optimizer_variables, resume_note
 from headstart.recipes.errors import TrainingDiverged
 
 # AdamW decays every variable it updates unless told otherwise; biases and batch-norm
@@ -242,7 +244,14 @@ def run_phases(build_model, data, phases, options=None, *, strategy="default", r
     saved = checkpoint.load() if checkpoint is not None else None
     if saved is not None:
         run.restore(saved, result, model)
+        fallback = resume_note(checkpoint, saved[0])
+        if fallback:
+            print(f"headstart: warning: {fallback}", file=sys.stderr, flush=True)
         result.notes.append(f"resumed after epoch {run.epoch} (phase {phases[run.phase_index].name})")
+        if run_dir is not None:
+            # The checkpoint is the history's source of truth: history.csv may have lost rows
+            # (removed, or older than a damaged save) or hold epochs the checkpoint has not.
+            write_history(run_dir.file("history.csv"), history_rows(result.history + run.phase_rows))
 
     batches = train_batches(data)
     for index, phase in enumerate(phases):
@@ -352,6 +361,12 @@ def run_phases(build_model, data, phases, options=None, *, strategy="default", r
         for key, value in model.evaluate(evaluation_split, return_dict=True, verbose=0).items()
     }
     return result
+
+
+def history_rows(rows):
+    """The engine's history rows (epochs counted from 1, with the phase) as `HistoryWriter` writes them."""
+    return [{"epoch": row["epoch"] - 1, **{key: value for key, value in row.items() if key not in ("epoch", "phase")}}
+            for row in rows]
 
 
 def epoch_lines(options):

@@ -6,6 +6,7 @@ Checks here run before TensorFlow is imported, so a mistake costs a second, not 
 import argparse
 import math
 import os
+import tempfile
 from pathlib import Path
 
 from headstart.recipes.errors import UsageError
@@ -225,13 +226,26 @@ def check_non_negative_float(value, option):
 
 
 def check_writable_folder(path, option):
-    """An existing folder we can write to, or one we could create."""
+    """An existing folder we can write to, or one we could create (in its nearest existing parent).
+
+    Checked by creating and removing a probe file there: `os.access` answers yes to root on a
+    read-only mount or a special file system (/proc), and knows nothing of a full disk's quota.
+    """
     folder = Path(path)
     probe = folder
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK):
-        raise UsageError(f"{option} {path}: cannot write there; choose a writable folder")
+    try:
+        while not probe.exists():
+            probe = probe.parent
+    except OSError as error:   # a name too long, a loop of links
+        raise UsageError(f"{option} {path}: cannot write there ({error.strerror}); choose a writable folder")
+    if not probe.is_dir():
+        raise UsageError(f"{option} {path}: cannot write there ({probe} is a file); choose a writable folder")
+    try:
+        descriptor, name = tempfile.mkstemp(prefix=".headstart-probe-", dir=probe)
+        os.close(descriptor)
+        os.unlink(name)
+    except OSError as error:
+        raise UsageError(f"{option} {path}: cannot write there ({error.strerror}); choose a writable folder")
     return folder
 
 

@@ -4,16 +4,24 @@ A training run writes its resolved options (`config.json`) before its first epoc
 `metrics.json` when it ends; the engine's checkpoint (`headstart.recipes.checkpoint`) holds the
 training state in between. Resuming with other options would mix two runs in one folder,
 so it is refused, as is resuming a run that already finished.
+
+Paths are compared resolved: `--data ./flowers` and `--data /home/me/flowers` are one folder.
 """
 
 import contextlib
 import json
+import os
 
 from headstart.recipes.errors import TrainingDiverged, UsageError
 from headstart.recipes.rundir import run_config
 
-# Options that do not change what is trained, so they may differ on --resume.
-CHANGEABLE = {"resume", "overwrite", "verbose", "quiet"}
+# Options that name a file or folder: compared resolved (config.json records them so when the
+# run starts, since a relative path means another folder from another working directory).
+PATH_OPTIONS = ("data", "data_dir", "cache_dir", "weights", "from_tuning")
+RESOLVED = "resolved_paths"
+# Options that do not change what is trained, so they may differ on --resume. The run was
+# found by --name in --runs-dir: however they were spelled, they name this run.
+CHANGEABLE = {"resume", "overwrite", "verbose", "quiet", "name", "runs_dir", RESOLVED}
 
 
 def add_argument(group):
@@ -33,20 +41,44 @@ def check(args, recipe, path):
     if not config_path.exists():
         raise UsageError(f"--resume: {path} holds no config.json, so it was not started by headstart {recipe}; "
                          "use another --name, or --overwrite to start it again")
+    check_checkpoints(path)
     saved = json.loads(config_path.read_text())
     now = _plain(run_config(args, recipe=recipe))
     for key in sorted(set(now) | set(saved)):
         if key in CHANGEABLE:
             continue
-        if now.get(key) != saved.get(key):
+        if now.get(key) != saved.get(key) and not _same_path(key, now.get(key), saved):
             raise UsageError(f"--resume: run {path} was started with {key}={saved.get(key)!r}, not "
                              f"{now.get(key)!r}; pass the same options to continue it, or start a new run")
+
+
+def check_checkpoints(path):
+    """Before any work: every checkpoint of the run has an intact save to continue from
+    (`CheckpointDamaged`, exit 2, when one has none); the engine says which damaged ones it skips."""
+    from headstart.recipes.checkpoint import TrainingCheckpoint, checkpoint_folders
+
+    for folder in checkpoint_folders(path):
+        TrainingCheckpoint(folder).check()
 
 
 def start(run_dir, args, recipe):
     """Record the run's resolved options before training starts (on --resume they are already there)."""
     if not args.resume:
-        run_dir.write_json("config.json", _plain(run_config(args, recipe=recipe)))
+        config = _plain(run_config(args, recipe=recipe))
+        config[RESOLVED] = {key: _resolved(config[key]) for key in PATH_OPTIONS if _resolved(config.get(key))}
+        run_dir.write_json("config.json", config)
+
+
+def _resolved(value):
+    """The real path of an option's value when it names an existing file or folder, else None."""
+    return os.path.realpath(value) if isinstance(value, str) and value and os.path.exists(value) else None
+
+
+def _same_path(key, value, saved):
+    if key not in PATH_OPTIONS or _resolved(value) is None:
+        return False
+    recorded = saved.get(RESOLVED, {}).get(key) or _resolved(saved.get(key))
+    return _resolved(value) == recorded
 
 
 def _plain(config):

@@ -28,6 +28,7 @@ search/ (keras-tuner's project: oracle, trials, checkpoints, trial_starts.jsonl)
 import argparse
 import copy
 import json
+import os
 import time
 
 from headstart.recipes import finetune, options
@@ -111,12 +112,14 @@ def validate(args):
     # The run folder before the recipe's checks: these need no TensorFlow, the backbone's do.
     if role != distributed.STANDALONE and args.name is None:
         raise UsageError(f"a distributed search ({role}) needs the same --name in every process")
+    # A distributed search's processes share the folder (and its lock); a standalone one has it to itself.
+    shared = role != distributed.STANDALONE
     if role == distributed.WORKER:
-        check_run_name("tune", args.name, args.runs_dir, overwrite=True)   # the chief makes and owns the folder
+        check_run_name("tune", args.name, args.runs_dir, overwrite=True, shared=True)   # the chief owns the folder
     elif role == distributed.CHIEF and not args.resume:
         check_new_distributed_search(args)
     else:
-        check_run_name("tune", args.name, args.runs_dir, args.overwrite, resume=args.resume)
+        check_run_name("tune", args.name, args.runs_dir, args.overwrite, resume=args.resume, shared=shared)
     validate_recipe(args)
     args.name = args.name or default_run_name()
     if args.resume or role == distributed.WORKER:
@@ -159,7 +162,7 @@ def check_new_distributed_search(args):
     if args.overwrite:
         raise UsageError("--overwrite in a distributed search: workers may already be writing the run folder; "
                          "remove it before starting the chief and the workers")
-    check_run_name("tune", args.name, args.runs_dir, overwrite=True)   # the name and --runs-dir checks
+    check_run_name("tune", args.name, args.runs_dir, overwrite=True, shared=True)   # the name and --runs-dir checks
     path = run_path("tune", args.name, args.runs_dir)
     if (path / SEARCH_FILE).exists():
         raise UsageError(f"run {path} already holds a search: choose another --name, or pass --resume "
@@ -240,13 +243,13 @@ def search(args):
     from headstart.recipes.tuning.hypermodel import FineTuneHyperModel
 
     role = distributed.role()
-    if role == distributed.STANDALONE or (role == distributed.CHIEF and args.resume):
+    if role == distributed.STANDALONE:
         run_dir = RunDir.create("tune", args.name, args.runs_dir, args.overwrite, resume=args.resume)
     else:
         # Chief and workers share the one folder, and whichever starts first makes it
         # (checked by `validate`: a new chief refuses a folder that holds an earlier search).
-        run_dir = RunDir(run_path("tune", args.name, args.runs_dir))
-        run_dir.path.mkdir(parents=True, exist_ok=True)
+        # Each holds its own tuner id's lock: two chiefs, or two workers with one id, would clash.
+        run_dir = RunDir.join("tune", args.name, args.runs_dir, os.environ["KERASTUNER_TUNER_ID"])
     if role != distributed.WORKER:
         run_dir.write_json(SEARCH_FILE, search_definition(args))
         run_dir.write_json("config.json", run_config(args))

@@ -270,6 +270,13 @@ CASES = [
     case("rank-backbones --backbones mobilenet_v2:digits-source", "digits-source", "mobilenet_v2"),
     case("rank-backbones --neighbours 0", "--neighbours", "1 or more"),
     case("rank-backbones --name old", "already exists", "--overwrite", setup=existing_run("rank-backbones")),
+
+    # ## Reliability II: what the operating system refuses, found before any work
+    case("pretrain --runs-dir /proc/headstart", "--runs-dir", "cannot write there"),
+    case("finetune --cache-dir /proc/headstart", "--cache-dir", "cannot write there"),
+    case("pretrain --name " + "x" * 300, "--name", "File name too long", "shorter --name"),
+    case("pretrain --resume --name " + "x" * 300, "--resume", "no run"),
+    case("finetune --runs-dir afile/runs", "--runs-dir", "cannot write there", setup=a_file),
 ]
 
 

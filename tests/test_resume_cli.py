@@ -128,12 +128,13 @@ def test_killed_run_resumes_and_ends_as_the_uninterrupted_one(tmp_path, uninterr
 def test_resume_refuses_other_options_and_finished_runs(tmp_path):
     from headstart.recipes import pretrain, resume
     from headstart.recipes.cli import options_for
-    from headstart.recipes.rundir import RunDir
+    from headstart.recipes.rundir import RunDir, release_locks
 
     runs_dir = tmp_path / "runs"
     started = options_for("pretrain", image_size=8, epochs=3, name="a", runs_dir=str(runs_dir))
     pretrain.validate(started)
     resume.start(RunDir.create("pretrain", "a", str(runs_dir)), started, "pretrain")   # as a killed run left it
+    release_locks()   # its lock went with it
     run = runs_dir / "pretrain" / "a"
     command = [sys.executable, "-m", "headstart", "pretrain", "--image-size", "8", "--epochs", "4",
                "--name", "a", "--runs-dir", str(runs_dir), "--resume"]

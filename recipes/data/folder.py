@@ -44,19 +44,49 @@ def list_images(path):
     """(class_names, paths, labels) of an image folder, without opening any image.
 
     Hidden files and folders (".name") are ignored, as are files whose extension is not
-    one of `IMAGE_EXTENSIONS`.
+    one of `IMAGE_EXTENSIONS`. Links are followed, but each folder and each file is listed
+    once, whatever the links: a link back up the tree (a cycle) is not walked again, and a
+    file reached twice (two links, or a link into another class) counts once, where it is
+    met first, so one image cannot land in two splits. A folder that cannot be read raises
+    `UsageError` naming it (not "no images").
     """
+    from headstart.recipes.errors import UsageError
+
     class_names = sorted(entry.name for entry in os.scandir(path)
                          if entry.is_dir() and not entry.name.startswith("."))
-    paths, labels = [], []
+    paths, labels, unreadable = [], [], []
+    seen_folders, seen_files = set(), set()
     for label, class_name in enumerate(class_names):
-        for root, folders, files in os.walk(os.path.join(path, class_name), followlinks=True):
+        for root, folders, files in os.walk(os.path.join(path, class_name), followlinks=True,
+                                            onerror=lambda error: unreadable.append(error.filename)):
+            identity = _identity(root)
+            if identity in seen_folders:
+                folders[:] = []
+                continue
+            seen_folders.add(identity)
             folders[:] = sorted(folder for folder in folders if not folder.startswith("."))
             for file in sorted(files):
                 if not file.startswith(".") and file.lower().endswith(IMAGE_EXTENSIONS):
+                    identity = _identity(os.path.join(root, file))
+                    if identity is None or identity in seen_files:
+                        continue   # a broken link (the pre-scan would name it), or listed already
+                    seen_files.add(identity)
                     paths.append(os.path.join(root, file))
                     labels.append(label)
+    if unreadable:
+        raise UsageError(f"Image folder {path}: cannot read {', '.join(unreadable[:3])}"
+                         f"{f' and {len(unreadable) - 3} more' if len(unreadable) > 3 else ''} (permission denied "
+                         "or unreadable); fix their permissions or remove them")
     return class_names, np.array(paths, dtype=str), np.array(labels, dtype=np.int64)
+
+
+def _identity(path):
+    """The file or folder a path leads to, after links: (device, inode); None if it leads nowhere."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
 
 
 def read(spec):
