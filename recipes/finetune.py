@@ -117,6 +117,10 @@ def validate(args, recipe="finetune"):
     args.finetune_epochs, args.finetune_steps = options.budget(args.finetune_epochs, args.finetune_steps, FINETUNE_STEPS,
                                                                "--finetune-epochs", "--finetune-steps")
     run_path = options.check_common(args, recipe)
+    if not (args.epochs or args.steps or args.finetune_epochs or args.finetune_steps) and recipe == "finetune":
+        # The untrained head's accuracy is no result (lr-find, which only scans, has no phases to run).
+        raise UsageError("the head and fine-tuning budgets are both 0: nothing would be trained; give --steps (or "
+                         "--epochs) or --finetune-steps (or --finetune-epochs) a budget")
     options.check_tools(args)
     options.check_positive_float(args.finetune_lr, "--finetune-lr")
     options.check_positive_int(args.pretrain_epochs, "--pretrain-epochs")
@@ -147,8 +151,8 @@ def validate(args, recipe="finetune"):
                          "use --weights imagenet, a file, or none")
     weights = None if args.weights in ("none", "digits-source") else args.weights
     backbone_specs.check_backbone_options(args.backbone, args.image_size, weights)
-    if isinstance(args.unfreeze, str) and args.unfreeze != "all":
-        check_unfreeze_name(args)
+    if args.unfreeze != "all":
+        check_unfreeze(args)
     layer_rate_options.validate(args)
     if args.compare_scratch is None:
         args.compare_scratch = args.weights == "digits-source"
@@ -194,10 +198,11 @@ def take_tuned_options(args):
             args.tuned[key] = value
 
 
-def check_unfreeze_name(args):
-    """An unknown block name must fail before any pretraining or writing: build the bare backbone to look.
+def check_unfreeze(args):
+    """An unknown block name, or more top layers than the backbone has, must fail before any pretraining
+    or writing (not after the whole head phase): build the bare backbone to look.
 
-    Layer names do not depend on the input size, so the smallest build will do.
+    Layer names and counts do not depend on the input size, so the smallest build will do.
     """
     from headstart.models import backbones, freezing
     from headstart.recipes import engine
@@ -205,7 +210,10 @@ def check_unfreeze_name(args):
     engine.make_strategy(args.strategy)  # before building anything: multi-worker must come first
     backbone = backbones.build_backbone(args.backbone, backbones.get_spec(args.backbone).min_size, weights=None)
     try:
-        freezing.unfreeze(backbone, from_layer=args.unfreeze)
+        if isinstance(args.unfreeze, int):
+            freezing.unfreeze(backbone, top_layers=args.unfreeze)
+        else:
+            freezing.unfreeze(backbone, from_layer=args.unfreeze)
     except ValueError as error:
         raise UsageError(f"--unfreeze {args.unfreeze}: {error}")
 

@@ -255,6 +255,19 @@ def check_fraction(value, option):
     return value
 
 
+def check_batch_fits_in_memory(batch_size, image_size, channels=3):
+    """Refuse an input size whose one batch of float32 images alone exceeds this machine's memory:
+    it would fail with an out-of-memory error after the data was read (or take the machine down)."""
+    import psutil
+
+    needed = batch_size * image_size * image_size * channels * 4
+    total = psutil.virtual_memory().total
+    if needed > total:
+        raise UsageError(f"--image-size {image_size}: one batch of {batch_size} images takes {needed / 2**30:,.0f} GiB "
+                         f"as float32, more than this machine's {total / 2**30:.0f} GiB of memory; "
+                         "choose a smaller --image-size or --batch-size")
+
+
 def check_common(args, recipe):
     """Checks for the shared training and run options; returns the run path it will write.
 
@@ -263,6 +276,7 @@ def check_common(args, recipe):
     check_positive_int(args.batch_size, "--batch-size")
     if args.image_size is not None:
         check_positive_int(args.image_size, "--image-size")
+        check_batch_fits_in_memory(args.batch_size, args.image_size)
     if not hasattr(args, "steps"):   # else checked by `budget`: --epochs or --steps
         check_non_negative_int(args.epochs, "--epochs")
     check_positive_float(args.lr, "--lr")

@@ -32,6 +32,8 @@ def validate(args):
 
     options.resolve_digits_presets(args, {"classes": CLASSES})
     run_path = options.check_common(args, "pretrain")
+    if args.epochs == 0:   # the untrained network's accuracy is no result
+        raise UsageError("--epochs 0 trains nothing: give pretraining at least one epoch")
     data.check_source(args.data, data_dir=args.data_dir, classes=args.classes, batch_size=args.batch_size,
                       labels_per_class=args.labels_per_class, augment=args.augment, mixup=args.mixup,
                       cutmix=args.cutmix, image_size=args.image_size or data.IMAGE_SIZE, seed=args.seed)

@@ -193,10 +193,10 @@ def validate_recipe(args):
     probe.name, probe.overwrite, probe.resume = None, False, False
     finetune.validate(probe, recipe="tune")
     for unfreeze in search_space.values_of(args.space, "unfreeze"):
-        if not unfreeze.isdigit() and unfreeze != "all":
+        if unfreeze != "all":
             choice = copy.copy(probe)
-            choice.unfreeze = unfreeze
-            finetune.check_unfreeze_name(choice)
+            choice.unfreeze = int(unfreeze) if unfreeze.isdigit() else unfreeze
+            finetune.check_unfreeze(choice)
     # What finetune's validate resolved, trials and the saved search need too (the digits presets among it).
     for name in ("image_size", "layer_decay", "lr_groups", "gradual_unfreeze", "classes", "labels_per_class",
                  "augment"):

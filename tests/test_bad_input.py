@@ -271,6 +271,13 @@ CASES = [
     case("rank-backbones --neighbours 0", "--neighbours", "1 or more"),
     case("rank-backbones --name old", "already exists", "--overwrite", setup=existing_run("rank-backbones")),
 
+    # ## Reliability II: what fails only after work, found before it
+    case("finetune --steps 0 --finetune-steps 0", "both 0", "nothing would be trained"),
+    case("pretrain --epochs 0", "--epochs 0", "at least one epoch"),
+    case("finetune --image-size 300000", "--image-size 300000", "GiB", "smaller --image-size"),
+    case("finetune --weights none --unfreeze 500", "--unfreeze 500", "top_layers",
+         needs_tf="the layer count is read off the backbone, built bare at its smallest size"),
+
     # ## Reliability II: what the operating system refuses, found before any work
     case("pretrain --runs-dir /proc/headstart", "--runs-dir", "cannot write there"),
     case("finetune --cache-dir /proc/headstart", "--cache-dir", "cannot write there"),
