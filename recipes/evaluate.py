@@ -128,7 +128,7 @@ def _evaluate(args, folder, info, output):
     if not model.calibrated:   # a run from before calibration: fit it now, on the run's own validation split
         options.say(args, "fitting a calibration temperature on the run's validation split (the run has none)")
         val = splits.val if args.data is None else model.splits(batch_size=args.batch_size).val
-        temperature, fitted_here = calibration.fit_temperature(*_logits(model, val, to_output=None)), True
+        temperature, fitted_here = calibration.fit_temperature(*trained.network_logits(model.serving, val)), True
     options.say(args, f"evaluating on the {split} split of {args.data or info['data']['source']}"
                       + (" (with test-time augmentation)" if args.tta else ""))
     seen = _predictions(model, batches, to_output, temperature, args.tta)
@@ -153,16 +153,6 @@ def chosen_split(splits, split):
 
         return "all", concatenated([part for part in (splits.train_plain, splits.val, splits.test) if part is not None])
     return split, {"test": splits.test, "val": splits.val, "train": splits.train_plain}[split]
-
-
-def _logits(model, batches, to_output):
-    import numpy as np
-
-    logits, labels = [], []
-    for images, batch_labels in batches:
-        logits.append(model.logits(images.numpy()))
-        labels.append(batch_labels.numpy() if to_output is None else to_output[batch_labels.numpy()])
-    return np.concatenate(logits), np.concatenate(labels).astype(np.int64)
 
 
 def _predictions(model, batches, to_output, temperature, tta):
