@@ -10,6 +10,7 @@ features because it is a model of its own.
 import keras
 from keras import layers
 
+from headstart.models import precision
 from headstart.models.activations import check_activation
 from headstart.models.blocks import dense_unit, resolve_weights_options
 from headstart.models.validation import check_choice, check_dropout, check_num_classes, check_positive_ints
@@ -54,7 +55,15 @@ def build_head(feature_shape, num_classes, *, pooling="avg", hidden_units=(), dr
     dropout = check_dropout(dropout)
     check_activation(activation)
     initializer, regularizer = resolve_weights_options(kernel_initializer, kernel_regularizer, activation)
+    # In float32 under any global policy: under mixed precision the logits, and so the loss,
+    # keep float32's range (headstart.models.precision).
+    with precision.float32_layers():
+        return _head_layers(feature_shape, num_classes, pooling, hidden_units, dropout, activation, batch_norm,
+                            initializer, regularizer, name)
 
+
+def _head_layers(feature_shape, num_classes, pooling, hidden_units, dropout, activation, batch_norm,
+                 initializer, regularizer, name):
     inputs = keras.Input(shape=feature_shape, name=f"{name}_features")
     x = inputs
     if len(feature_shape) == 3:

@@ -158,6 +158,7 @@ def validate(args, recipe="finetune"):
         args.compare_scratch = args.weights == "digits-source"
     if getattr(args, "resume", False):   # lr-find shares these checks but has no --resume
         resume.check(args, recipe, run_path)
+    check_precision(args)   # last: it runs TensorFlow
 
 
 def take_tuned_options(args):
@@ -266,13 +267,39 @@ def model_and_data(args, strategy=None):
                        preprocess=spec.preprocess, augment=args.augment, mixup=args.mixup, cutmix=args.cutmix,
                        classes=args.classes, labels_per_class=args.labels_per_class, seed=args.seed,
                        data_dir=args.data_dir)
-    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+    with strategy.scope() if strategy is not None else contextlib.nullcontext(), precision_of(args):
         model = backbones.build_classifier(args.backbone, splits.num_classes, args.image_size, weights=weights,
                                            dropout=args.dropout, hidden_units=args.head_units)
         if args.regularizer == "l2sp":
             regularize_towards_pretrained(model, args.l2sp_alpha, args.l2sp_beta)
         weight_decay_as_l2(model, args)
     return model, splits, weights
+
+
+def precision_of(args):
+    """`--precision`: the dtype policy every model of the run is built under (layers keep the
+    policy they were built with, so training, saving and loading follow it)."""
+    from headstart.models import precision
+
+    return precision.policy(getattr(args, "precision", "float32"))
+
+
+def check_precision(args):
+    """`--precision`: refused when this machine cannot train in its half type; a note when it
+    can but a CPU does the work (slower than float32 there). Needs TensorFlow: checked last."""
+    from headstart.models import precision
+
+    if getattr(args, "precision", "float32") == "float32":
+        return
+    reason = precision.unsupported_reason(args.precision)
+    if reason:
+        raise UsageError(f"--precision {args.precision}: this machine cannot train in it ({reason}); "
+                         "use --precision float32")
+    import tensorflow as tf
+
+    if not tf.config.list_physical_devices("GPU") and not tf.config.list_physical_devices("TPU"):
+        options.say(args, f"note: --precision {args.precision} on a CPU is slower than float32 (it pays on GPUs "
+                          "and TPUs with half-precision units)")
 
 
 def weight_decay_as_l2(model, args):
@@ -331,8 +358,9 @@ def finetune(args):
         scratch_dir.path.mkdir(exist_ok=args.resume)
 
         def build_scratch():
-            scratch = backbones.build_classifier(args.backbone, num_classes, args.image_size, weights=None,
-                                                 **head_options)
+            with precision_of(args):
+                scratch = backbones.build_classifier(args.backbone, num_classes, args.image_size, weights=None,
+                                                     **head_options)
             weight_decay_as_l2(scratch, args)
             return scratch
 

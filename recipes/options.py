@@ -113,6 +113,7 @@ def budget(epochs, steps, default_steps, epochs_option="--epochs", steps_option=
 
 def add_tool_arguments(parser, *, schedule="constant", warmup=None, label_smoothing=0.0):
     """The fine-tuning tools timm and fastai users expect, each Keras' own where Keras has it."""
+    from headstart.models.precision import POLICIES   # no Keras import either
     from headstart.models.schedules import SCHEDULES   # no Keras import: checked by name here
 
     group = parser.add_argument_group("training tools")
@@ -133,6 +134,10 @@ def add_tool_arguments(parser, *, schedule="constant", warmup=None, label_smooth
     group.add_argument("--grad-accum", type=int, default=1, metavar="N",
                        help="one optimizer step per N batches, on their mean gradient (Keras' "
                             "gradient_accumulation_steps). Default: 1")
+    group.add_argument("--precision", choices=POLICIES, default="float32",
+                       help="mixed_float16 / mixed_bfloat16: the backbone computes in the half type, variables, "
+                            "head and loss stay float32 (loss scaling for float16); pays on GPUs and TPUs, "
+                            "slower on CPUs. Default: float32")
 
 
 def check_tools(args):

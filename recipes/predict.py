@@ -125,7 +125,7 @@ def _predict(args, folder, paths, write_to=None):
         problems = scanning.result()
     for path, problem in zip(paths, problems):
         if problem:
-            print(f"headstart: skipped {path}: cannot decode it as an image ({problem})", file=sys.stderr)
+            print(f"headstart: skipped {path}: {problem}", file=sys.stderr)
     readable = [path for path, problem in zip(paths, problems) if problem is None]
     top_k = min(args.top_k, len(model.class_names))
     columns = ["path", *(f"{what}_{k}" for k in range(1, top_k + 1) for what in ("class", "probability"))]

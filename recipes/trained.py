@@ -58,13 +58,24 @@ def write(run_dir, network, info, val):
 
     logits, labels = network_logits(network, val)
     temperature = calibration.fit_temperature(logits, labels) if len(labels) else None
-    run_dir.save_model(serving_model(network, info["preprocess"]), MODEL_FILE)
+    run_dir.save_model(serving_model(uncompiled_copy(network), info["preprocess"]), MODEL_FILE)
     run_dir.write_json(INFO_FILE, {**info, "temperature": temperature,
                                    "validation": {"examples": int(len(labels)),
                                                   "log_loss": calibration.log_loss(logits, labels),
                                                   "calibrated_log_loss": calibration.log_loss(logits, labels,
                                                                                               temperature),
                                                   "accuracy": float(np.mean(logits.argmax(1) == labels))}})
+
+
+def uncompiled_copy(network):
+    """`network`'s layers and weights without its optimizer: model.keras is for inference, and a
+    nested compiled model would save its optimizer state too (which Keras then fails to load
+    back under mixed precision, where the optimizer is wrapped in loss scaling)."""
+    import keras
+
+    copy = keras.Model.from_config(network.get_config())
+    copy.set_weights(network.get_weights())
+    return copy
 
 
 def network_logits(network, batches):

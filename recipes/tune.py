@@ -61,7 +61,7 @@ FIXED_OPTIONS = ("backbone", "weights", "pretrain_epochs", "data", "data_dir", "
                  "image_size", "augment", "epochs", "finetune_epochs", "batch_norm", "feature_cache", "cache_dir",
                  "regularizer", "l2sp_alpha", "l2sp_beta", "layer_decay", "lr_groups", "gradual_unfreeze",
                  "patience", "seed", "deterministic", "strategy", "schedule", "warmup", "class_weight", "ema",
-                 "grad_accum", "mixup", "cutmix")
+                 "grad_accum", "mixup", "cutmix", "precision")
 # Options a search may change on --resume: they do not change what a trial is.
 RESUMABLE_CHANGES = ("max_trials", "max_consecutive_failures", "verbose", "quiet")
 

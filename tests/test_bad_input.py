@@ -201,6 +201,7 @@ CASES = [
     case("finetune --epochs 3 --steps 30", "give --epochs or --steps, not both"),
     case("finetune --label-smoothing 1", "--label-smoothing", "[0, 1)"),
     case("finetune --mixup -1", "mixup", "Beta"),
+    case("finetune --precision float64", "--precision", "invalid choice", "mixed_float16"),
     case("lr-find --phase middle", "--phase", "invalid choice", "finetune"),
     case("lr-find --epochs -1", "--epochs", "0 or more"),
     case("lr-find --weights none --lr-groups stage9=0.5", "--lr-groups", "stage9", "stage3",

@@ -340,3 +340,81 @@ def test_a_resumed_step_budget_sees_the_batches_and_rates_of_the_uninterrupted_r
         assert resumed_row["loss"] == pytest.approx(reference_row["loss"], rel=1e-5)
     for resumed_weight, reference_weight in zip(resumed.model.weights, reference.model.weights):
         np.testing.assert_allclose(resumed_weight.numpy(), reference_weight.numpy(), rtol=1e-5, atol=1e-6)
+
+
+# ## Mixed precision: Keras' dtype policies, the head and the loss in float32
+
+
+@pytest.mark.parametrize("policy, compute, scaled", [("mixed_float16", "float16", True),
+                                                     ("mixed_bfloat16", "bfloat16", False)])
+def test_mixed_precision_keeps_variables_head_and_logits_float32_and_trains(policy, compute, scaled):
+    from keras.src.optimizers.loss_scale_optimizer import LossScaleOptimizer
+
+    from headstart.models import backbones, precision
+
+    with precision.policy(policy):
+        model = backbones.build_classifier("resnet8", NUM_CLASSES, 8)
+    assert keras.config.dtype_policy().name == "float32"      # the run's policy does not leak
+    engine.compile_model(model, learning_rate=1e-2)
+    # float16's narrow range needs loss scaling (Keras adds it at compile); bfloat16 has float32's range.
+    assert isinstance(model.optimizer, LossScaleOptimizer) == scaled
+    convolutions = [layer for layer in model.get_layer("backbone").layers if isinstance(layer, keras.layers.Conv2D)]
+    assert convolutions and all(layer.compute_dtype == compute for layer in convolutions)
+    assert all(variable.dtype == "float32" for variable in model.weights)
+    assert all(layer.compute_dtype == "float32" for layer in model.get_layer("head").layers)
+    images, labels = next(iter(_splits().train))
+    assert model(images).dtype == "float32"
+    losses = [float(model.train_on_batch(images, labels)[0]) for _ in range(5)]
+    assert all(math.isfinite(loss) for loss in losses) and losses[-1] < losses[0]
+
+
+def test_a_mixed_precision_run_saves_a_model_that_loads_and_records_the_policy(tmp_path, capsys):
+    import json
+
+    from headstart.models import precision
+
+    status = cli.main(["finetune", "--weights", "none", "--image-size", "8", "--steps", "3", "--finetune-steps", "2",
+                       "--no-compare-scratch", "--no-baselines", "--precision", "mixed_float16", "--quiet",
+                       "--runs-dir", str(tmp_path), "--name", "m"])
+    assert status == 0, capsys.readouterr().err
+    assert keras.config.dtype_policy().name == "float32"
+    run = tmp_path / "finetune" / "m"
+    assert json.loads((run / "config.json").read_text())["precision"] == "mixed_float16"
+    import csv
+
+    with open(run / "history.csv") as file:
+        losses = [float(row["loss"]) for row in csv.DictReader(file)]
+    assert len(losses) == 5 and all(math.isfinite(loss) for loss in losses)
+    assert math.isfinite(json.loads((run / "metrics.json").read_text())["test_loss"])
+    model = keras.models.load_model(run / "best.keras", compile=False)
+    backbone = model.get_layer("backbone")
+    assert any(layer.compute_dtype == "float16" for layer in backbone.layers)
+    assert model.get_layer("head").compute_dtype == "float32"
+    # The served model (raw 0-255 images in) computes the same way and gives float32 probabilities.
+    from headstart.recipes import trained
+
+    served = trained.load(run)
+    raw = next(iter(served.splits().test))[0].numpy()
+    logits = served.logits(raw)
+    assert logits.dtype == np.float32
+    # best.keras on the pipeline's own /255 images: the same network, so the same logits up to
+    # float16 rounding of inputs that float32 preprocessing may round differently.
+    np.testing.assert_allclose(logits, model.predict(raw / 255.0, verbose=0), atol=2e-2)
+
+
+def test_a_precision_the_device_cannot_run_is_refused_in_one_line(tmp_path, capsys, monkeypatch):
+    from headstart.models import precision
+
+    monkeypatch.setattr(precision, "unsupported_reason", lambda name: "NotFoundError: no Conv2D kernel for half")
+    status = cli.main(["finetune", "--precision", "mixed_float16", "--runs-dir", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and len(err.splitlines()) == 1
+    assert "cannot train in it (NotFoundError: no Conv2D kernel for half); use --precision float32" in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_the_device_probe_passes_on_this_machine_for_every_policy():
+    from headstart.models import precision
+
+    # TensorFlow's CPU kernels cover float16 and bfloat16 convolutions, batch norm and matmuls.
+    assert [precision.unsupported_reason(name) for name in precision.POLICIES] == [None, None, None]

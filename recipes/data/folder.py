@@ -94,30 +94,49 @@ def read(spec):
     from headstart.recipes.data import pipeline
 
     class_names, paths, labels = list_images(spec.location)
-    decodable = np.array(_scan(paths), dtype=bool)
+    decodable = np.array(_scan(paths, spec.location), dtype=bool)
     return pipeline.records_from_arrays(paths[decodable], labels[decodable], class_names, spec,
                                         decode=_decode_file)
 
 
 def undecodable(paths):
-    """For each file, None if it decodes as training images do, else why not (PIL; a few threads)."""
+    """For each file, None if it decodes as training images do, else why not, as "cannot read it
+    (...)" or "cannot decode it as an image (...)" (PIL; a few threads)."""
     with concurrent.futures.ThreadPoolExecutor(SCAN_THREADS) as pool:
         return list(pool.map(_why_undecodable, [str(path) for path in paths]))
 
 
-def _scan(paths):
-    """Whether each file decodes; warns once per file that does not."""
+def _scan(paths, folder):
+    """Whether each file decodes; warns once per file that does not, and refuses a folder where
+    none does (rather than let an empty split say it later)."""
+    from headstart.recipes.errors import UsageError
+
     paths = [str(path) for path in paths]
     problems = undecodable(paths)
+    if paths and all(problems):
+        unreadable = sum(problem.startswith("cannot read") for problem in problems)
+        raise UsageError(f"Image folder {folder}: none of its {len(paths)} image files can be used"
+                         + (f" ({unreadable} cannot be read)" if unreadable else "")
+                         + f"; the first, {paths[0]}: {problems[0]}; point --data at a folder of images")
     for path, problem in zip(paths, problems):
         if problem:
-            warnings.warn(f"Skipping {path}: cannot decode it as an image ({problem}).",
-                          SkippedImageWarning, stacklevel=4)
+            warnings.warn(f"Skipping {path}: {problem}.", SkippedImageWarning, stacklevel=4)
     return [problem is None for problem in problems]
 
 
 def _why_undecodable(path):
     """None if PIL can read `path` as a format TensorFlow decodes, else the reason."""
+    try:
+        with open(path, "rb"):   # a file that cannot be opened is unreadable, not a bad image
+            pass
+    except OSError as error:
+        fix = "; fix its permissions" if isinstance(error, PermissionError) else ""
+        return f"cannot read it ({error.strerror or type(error).__name__}{fix})"
+    reason = _decode_problem(path)
+    return None if reason is None else f"cannot decode it as an image ({reason})"
+
+
+def _decode_problem(path):
     from PIL import Image
 
     try:
