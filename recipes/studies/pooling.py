@@ -53,8 +53,10 @@ LAYERS = ("Conv2D", "MaxPooling2D", "AveragePooling2D")
 
 QUICK = {"epochs": 1, "sizes": (1, 4, 7, 10), "kernels": (1, 3), "strides": (1, 2)}
 
-# ## What counts as shown: pooling must cut the change at a one-pixel shift by this factor
-LESS_CHANGE = 0.8
+# ## What counts as shown: at every shift, pooling's change is below this fraction of the change
+# without pooling (measured in the default run: max 0.77 and 0.70, average 0.61 and 0.68 at one
+# and two pixels).
+LESS_CHANGE = 0.9
 
 
 def load_images(seed):
@@ -177,9 +179,10 @@ def plot(changes, points, example, accuracy):
     bars.legend(fontsize=8)
     bars.grid(alpha=0.3, axis="y")
     for column, (variant, maps) in enumerate(example.items(), start=1):
+        top = max(feature_map.max() for feature_map in maps.values())
         for row, (label, feature_map) in enumerate(maps.items()):
             axes = figure.add_subplot(grid[row, column])
-            axes.imshow(feature_map, cmap="viridis")
+            axes.imshow(feature_map, cmap="viridis", vmin=0, vmax=top)
             axes.set_xticks([])
             axes.set_yticks([])
             axes.set_title(f"{variant}\n{label}" if row == 0 else label, fontsize=8)
@@ -194,7 +197,7 @@ def plot(changes, points, example, accuracy):
     scatter.set_xlabel("floor((n + 2p - k) / s) + 1")
     scatter.set_ylabel("output size of the Keras layer")
     scatter.set_title(f"Output sizes: {agree} of {len(points)} layer configurations agree\n"
-                      f"({', '.join(LAYERS)})", fontsize=10)
+                      f"({', '.join(LAYERS)}; \"same\" gives ceil(n / s))", fontsize=10)
     scatter.legend(fontsize=8)
     scatter.grid(alpha=0.3)
     return figure
@@ -217,14 +220,14 @@ def run(run_dir, *, quick=False, seed=0):
     mean_change = {variant: {pixels: float(values.mean()) for pixels, values in by_shift.items()}
                    for variant, by_shift in changes.items()}
 
-    # One digit's strongest channel, original and shifted by one pixel, for the figure.
+    # One digit's strongest channel (the same one in every variant), original and shifted by
+    # one pixel, for the figure.
     one, moved = images[:1], shift(images[:1], 1, 2)
-    example = {}
-    for variant in VARIANTS:
-        original = np.asarray(extractors[variant](one, training=False))[0]
-        channel = int(np.argmax(original.reshape(-1, original.shape[-1]).sum(axis=0)))
-        example[variant] = {"original": original[..., channel],
-                            "shifted 1 px right": np.asarray(extractors[variant](moved, training=False))[0, ..., channel]}
+    maps = {variant: (np.asarray(extractor(one, training=False))[0], np.asarray(extractor(moved, training=False))[0])
+            for variant, extractor in extractors.items()}
+    channel = int(np.argmax(maps["no pooling"][0].sum(axis=(0, 1))))
+    example = {variant: {"original": original[..., channel], "shifted 1 px right": shifted[..., channel]}
+               for variant, (original, shifted) in maps.items()}
 
     # ## The output-size grid
     points = size_grid(sizes, kernels, strides)
@@ -235,9 +238,9 @@ def run(run_dir, *, quick=False, seed=0):
 
     baseline = mean_change["no pooling"]
     checks = {
-        "max_pooling_changes_less": all(mean_change["max pooling"][p] < LESS_CHANGE * baseline[p] for p in SHIFTS[:1]),
+        "max_pooling_changes_less": all(mean_change["max pooling"][p] < LESS_CHANGE * baseline[p] for p in SHIFTS),
         "average_pooling_changes_less": all(mean_change["average pooling"][p] < LESS_CHANGE * baseline[p]
-                                            for p in SHIFTS[:1]),
+                                            for p in SHIFTS),
         "every_output_size_agrees": not mismatches,
     }
     findings = {

@@ -46,16 +46,17 @@ BATCH_SIZE = 32
 EPOCHS = 20
 QUICK = {"epochs": 2}
 
-# ## Optimizers. SGD's decay is the lecture's (1 - lr * lambda) per step at lr 0.05; the
-# Adam runs use a decay large enough (1e-3 * 1.0 per step) to shrink weights visibly within
-# the run, so that the difference between the two forms shows.
+# ## Optimizers. SGD's decay is the lecture's (1 - lr * lambda) per step at lr 0.05. For Adam,
+# 0.1 makes AdamW's shrinkage visible within the run (0.91 after 900 steps) while the same
+# lambda as a penalty still trains (measured: 1.0 collapsed Adam + L2 to chance, kernel norm
+# 0.08; 0.1 gave 0.95 validation accuracy; 0.01 already halved the kernel norm).
 SGD_LEARNING_RATE = 0.05
 SGD_WEIGHT_DECAY = 1e-2
 ADAM_LEARNING_RATE = 1e-3
-ADAM_WEIGHT_DECAY = 1.0
+ADAM_WEIGHT_DECAY = 0.1
 
 # ## What counts as "the same" and "different"
-SAME_WEIGHTS = 1e-4        # SGD: largest |w_decay - w_L2| over the largest |w| (float32 rounding only)
+SAME_WEIGHTS = 1e-4        # SGD: largest |w_decay - w_L2| over the largest |w| of either (float32 rounding only)
 DIFFERENT_WEIGHTS = 0.1    # Adam: the two forms must differ by at least this, on the same scale
 CLOSED_FORM = 1e-4         # AdamW's zero-gradient weights: relative error to w0 * (1 - lr * wd) ** steps
 GRADIENT_BINS = 8          # bins of gradient scale (log-spaced) for the shrinkage medians in the figure
@@ -205,7 +206,8 @@ def run(run_dir, *, quick=False, seed=0):
 
     # ## The numbers that decide the claim
     def max_relative_difference(first, second):
-        return float(np.abs(weights[first] - weights[second]).max() / np.abs(weights[second]).max())
+        largest = max(np.abs(weights[first]).max(), np.abs(weights[second]).max())
+        return float(np.abs(weights[first] - weights[second]).max() / largest)
 
     # Kernel weights of blank input pixels (always 0 after standardising): no data gradient.
     blank_pixels = np.all(x_train == 0, axis=0)
