@@ -36,20 +36,20 @@ def test_ensembles_quick(tmp_path):
     result = run_quick("ensembles", tmp_path, "ensembles.png")
     findings = result.findings
     # Bootstrap models are independent draws for a fixed training set, so a bag of k has
-    # sigma^2 / k variance (measured in the quick run: 0.98 x at k = 2).
+    # sigma^2 / k variance (measured in the quick run: 1.02 x at k = 2).
     for ratio in findings["variance_over_prediction"].values():
         assert 0.6 < ratio < 1.4, findings["variance_over_prediction"]
-    # The bag errs less than one bootstrap model (measured: 0.019 vs 0.026).
+    # The bag of 4 errs less than one bootstrap model (measured: 0.058 vs 0.071).
     assert findings["whole_bag_error"] < findings["single_model_error"]
     # One hidden layer: the logits are linear in the dropped units, so the mean of n passes
-    # closes in on the deterministic network at sigma / sqrt(n) (measured: 1.01-1.02 x).
+    # closes in on the deterministic network at sigma / sqrt(n) (measured: 0.98-1.02 x).
     linear = findings["dropout"]["1 hidden layer"]
     for n, ratio in linear["gap_over_rate"].items():
         assert 0.8 < ratio < 1.25, (n, ratio)
     gaps = [linear["gaps"][n] for n in sorted(linear["gaps"], key=int)]
     assert gaps[-1] < gaps[0] / 10
     # Two hidden layers: the gap levels off at the weight-scaling rule's error (measured:
-    # 2.1 x sigma / sqrt(n) after 256 passes).
+    # 2.7 x sigma / sqrt(n) after 256 passes).
     nonlinear = findings["dropout"]["2 hidden layers"]
     assert nonlinear["gap_over_rate"][str(max(map(int, nonlinear["gap_over_rate"])))] > 1.5
     assert result.supported, result.summary
@@ -81,8 +81,8 @@ def test_pooling_through_the_cli(tmp_path, capsys):
     # with the formula (4 sizes x 2 kernels x 2 strides x 2 paddings x 3 layers, less the two
     # "valid" points with k > n that Keras refuses).
     assert findings["grid_points"] == 90 and findings["grid_mismatches"] == []
-    # Pooling cuts the change under shifts (measured in the quick run: one pixel 0.71 x
-    # without pooling for max, 0.61 x for average; two pixels 0.66 x and 0.64 x).
+    # Pooling cuts the change under shifts (measured in the quick run: one pixel 0.74 x
+    # the change without pooling for max, 0.59 x for average; two pixels 0.71 x and 0.63 x).
     for variant in ("max pooling", "average pooling"):
         for pixels, ratio in findings["change_over_no_pooling"][variant].items():
             assert ratio < 0.85, (variant, pixels, ratio)
@@ -105,23 +105,25 @@ def test_pooling_output_sizes_match_keras_layers():
 def test_weight_decay_vs_l2_quick(tmp_path):
     result = run_quick("weight-decay-vs-l2", tmp_path, "weight_decay_vs_l2.png")
     findings = result.findings
-    # SGD: the same weights up to float32 rounding (measured: 1e-6 of the largest weight);
-    # Adam + L2 and AdamW end far apart (measured: QUICK_ADAM).
+    # SGD: the same weights up to float32 rounding (measured: 8e-7 of the largest weight);
+    # Adam + L2 and AdamW end far apart (measured: 0.33 of the largest weight).
     assert findings["sgd_max_relative_difference"] < 1e-4
     assert findings["adam_max_relative_difference"] > 0.1
     # Zero-gradient weights (blank pixels): AdamW shrinks them by exactly (1 - lr wd)^steps,
-    # recomputed here; Adam without decay leaves them alone; Adam + L2 decays them far more.
+    # recomputed here; Adam without decay leaves them alone; Adam + L2 decays them far more
+    # (measured: 0.39 against AdamW's 0.991 after 90 steps).
     from headstart.recipes.studies import weight_decay_vs_l2 as study
 
     assert findings["blank_pixel_weights"] > 0
     factor = (1 - study.ADAM_LEARNING_RATE * study.ADAM_WEIGHT_DECAY) ** findings["steps"]
     assert findings["blank_shrink"]["AdamW"] == pytest.approx(factor, rel=1e-4)
     assert findings["blank_shrink"]["Adam (no decay)"] == 1.0
-    assert findings["blank_shrink"]["Adam + L2 penalty"] < 0.5 * factor
-    # The penalty's decay depends on the gradient scale, AdamW's does not (measured: QUICK_SLOPES).
+    assert findings["blank_shrink"]["Adam + L2 penalty"] < 0.7 * factor
+    # The penalty's decay depends on the gradient scale, AdamW's does not: the slope of log
+    # shrinkage against log gradient scale (measured: 0.21 for Adam + L2, -0.0002 for AdamW).
     slopes = findings["shrinkage_slope_vs_gradient_scale"]
     assert abs(slopes["AdamW"]) < 0.05
-    assert slopes["Adam + L2 penalty"] > 0.15
+    assert slopes["Adam + L2 penalty"] > 0.12
     assert result.supported, result.summary
 
 
@@ -143,6 +145,7 @@ def test_keras_weight_decay_is_an_sgd_l2_step():
     penalised = keras.Variable(w0)
     with tf.GradientTape() as tape:
         penalty = L2(weight_decay / 2)(penalised)
-    np.testing.assert_allclose(tape.gradient(penalty, penalised).numpy(), weight_decay * w0, rtol=1e-6)
-    keras.optimizers.SGD(learning_rate).apply([gradient + tape.gradient(penalty, penalised)], [penalised])
+    penalty_gradient = tape.gradient(penalty, penalised).numpy()
+    np.testing.assert_allclose(penalty_gradient, weight_decay * w0, rtol=1e-6)
+    keras.optimizers.SGD(learning_rate).apply([gradient + penalty_gradient], [penalised])
     np.testing.assert_allclose(penalised.numpy(), decayed.numpy(), rtol=1e-6)

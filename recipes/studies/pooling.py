@@ -1,6 +1,6 @@
 """Study: pooling makes feature maps tolerate small shifts; the output-size formula against Keras.
 
-    headstart study pooling            # MEASURED_TIME on 2 busy CPU cores
+    headstart study pooling            # about 60 s on 2 busy CPU cores (30 s of CPU time)
     headstart study pooling --quick    # the same code path, less training and a smaller grid
 
 Shifts. A small CNN (`headstart.models.build_cnn`: two blocks of 3x3 convolution, batch norm
