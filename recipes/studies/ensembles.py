@@ -93,7 +93,7 @@ def softmax(logits):
     return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
-def bagging(data, models, bag_sizes, epochs, seed):
+def bagging(data, models, epochs, seed):
     """Held-out probabilities of every bootstrap model and of one model on all the data."""
     x_train, y_train, x_val, _ = data
     probabilities = []
@@ -195,7 +195,7 @@ def run(run_dir, *, quick=False, seed=0):
     x_train, y_train, x_val, y_val = data
 
     # ## Bagging
-    probabilities, full = bagging(data, models, bag_sizes, epochs, seed)
+    probabilities, full = bagging(data, models, epochs, seed)
     statistics = bag_statistics(probabilities, y_val, bag_sizes)
     single_error = statistics[1]["error"]
     full_error = float(np.mean(np.argmax(full, axis=-1) != y_val))

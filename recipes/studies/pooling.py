@@ -156,11 +156,10 @@ def size_grid(sizes, kernels, strides):
     for layer_name, n, kernel, stride, padding in itertools.product(LAYERS, sizes, kernels, strides, PADDINGS):
         if padding == "valid" and kernel > n:
             continue  # no output position fits (the formula gives 0 or less); Keras refuses it
-        height, width = keras_size(layer_name, n, kernel, stride, padding)
+        formula = [formula_size(n, kernel, stride, padding), formula_size(n + 1, kernel, stride, padding)]
         points.append({"layer": layer_name, "n": n, "kernel": kernel, "stride": stride, "padding": padding,
-                       "keras": [height, width],
-                       "formula": [formula_size(n, kernel, stride, padding), formula_size(n + 1, kernel, stride, padding)],
-                       "same_is_ceil": padding != "same" or formula_size(n, kernel, stride, padding) == math.ceil(n / stride)})
+                       "keras": list(keras_size(layer_name, n, kernel, stride, padding)), "formula": formula,
+                       "same_is_ceil": padding != "same" or formula == [math.ceil(n / stride), math.ceil((n + 1) / stride)]})
     return points
 
 
@@ -263,8 +262,8 @@ def run(run_dir, *, quick=False, seed=0):
                                    [(name, sum(point["layer"] == name for point in points),
                                      sum(point["layer"] == name and point not in mismatches for point in points))
                                     for name in LAYERS])
-    measured = (f"a one-pixel shift changed the map by {baseline[1]:.2f} without pooling, {mean_change['max pooling'][1]:.2f} "
-                f"with max pooling and {mean_change['average pooling'][1]:.2f} with average pooling (two pixels: "
+    measured = (f"a one-pixel shift changed the map by {baseline[1]:.2f} without pooling, "
+                f"{mean_change['max pooling'][1]:.2f} with max pooling and {mean_change['average pooling'][1]:.2f} with average pooling (two pixels: "
                 f"{baseline[2]:.2f}, {mean_change['max pooling'][2]:.2f}, {mean_change['average pooling'][2]:.2f}); "
                 f"{len(points) - len(mismatches)} of {len(points)} Keras output shapes matched "
                 "floor((n + 2p - k) / s) + 1.")
