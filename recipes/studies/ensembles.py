@@ -40,7 +40,7 @@ MODELS = 12
 BAG_SIZES = (1, 2, 3, 6)       # disjoint bags of each size (at least two bags, for a variance)
 HIDDEN_UNITS = (64,)
 LEARNING_RATE = 3e-3
-BATCH_SIZE = 128               # few steps per model: building and tracing each model costs as much
+BATCH_SIZE = 128               # fewer steps per model: the default run trains 15 of them
 EPOCHS = 20
 
 # ## Dropout at test time
@@ -66,8 +66,8 @@ def shuffled_stream(images, labels, epochs, seed):
     """`epochs` passes over the data, each in its own seeded random order, as one pair of arrays.
 
     One `fit` over this stream with `shuffle=False` trains as `epochs` shuffled epochs would,
-    but without Keras' per-epoch set-up (several times faster for these small models), and
-    with exactly the same batches whenever the seed is the same.
+    but Keras sets up one epoch instead of `epochs` of them, and the batches are exactly the
+    same whenever the seed is the same.
     """
     rng = np.random.default_rng(seed)
     order = np.concatenate([rng.permutation(len(images)) for _ in range(epochs)])
