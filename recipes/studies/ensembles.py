@@ -1,6 +1,6 @@
 """Study: bagging lowers the variance of predictions; dropout's test-time network is the mean of its masks.
 
-    headstart study ensembles            # about 110 s on 2 busy CPU cores (48 s of CPU time)
+    headstart study ensembles            # 88-110 s on 2 busy CPU cores (45-48 s of CPU time)
     headstart study ensembles --quick    # the same code path, fewer models and passes
 
 Bagging. `MODELS` MLPs (`headstart.models.build_mlp`) are each trained on a bootstrap sample
