@@ -31,6 +31,9 @@ STUDIES = {
     "regularization": "headstart.recipes.studies.regularization",
     "dropout-uncertainty": "headstart.recipes.studies.dropout_uncertainty",
     "learning-rate": "headstart.recipes.studies.learning_rate",
+    "ensembles": "headstart.recipes.studies.ensembles",
+    "pooling": "headstart.recipes.studies.pooling",
+    "weight-decay-vs-l2": "headstart.recipes.studies.weight_decay_vs_l2",
 }
 
 
