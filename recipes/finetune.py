@@ -86,8 +86,9 @@ def add_arguments(parser):
     group.add_argument("--l2sp-alpha", type=float, default=1e-2, help="Default: 1e-2")
     group.add_argument("--l2sp-beta", type=float, default=1e-4, help="Default: 1e-4")
     group.add_argument("--weight-decay-kind", choices=("decoupled", "l2"), default="decoupled",
-                       help="'decoupled': AdamW's weight decay; 'l2': an L2 penalty of --weight-decay on every "
-                            "kernel instead (the classic coupled form). Default: decoupled")
+                       help="'decoupled': AdamW's weight decay; 'l2': instead, the penalty (wd / 2) * ||w||^2 on "
+                            "every kernel, whose gradient adds wd * w (the classic coupled form; under SGD the "
+                            "two are the same). Default: decoupled")
     group.add_argument("--from-tuning", metavar="DIR", default=None,
                        help="retrain the best trial of a `headstart tune` run (DIR: runs/tune/NAME): its "
                             "options replace the defaults; options you set to other values win")
@@ -303,13 +304,17 @@ def check_precision(args):
 
 
 def weight_decay_as_l2(model, args):
-    """`--weight-decay-kind l2`: the decay as an L2 penalty on every kernel (AdamW then gets none)."""
+    """`--weight-decay-kind l2`: the decay as an L2 penalty on every kernel (AdamW then gets none).
+
+    Keras' `L2(l)` is `l * ||w||^2`, whose gradient is `2 l w`: `L2(wd / 2)` adds `wd * w` to the
+    gradient, the step decoupled decay takes (`headstart study weight-decay-vs-l2` shows the two
+    give the same weights under SGD, and not under Adam)."""
     import keras
 
     from headstart.models.regularizers import regularize_kernels
 
     if args.weight_decay_kind == "l2" and args.weight_decay > 0:
-        regularize_kernels(model, keras.regularizers.L2(args.weight_decay))
+        regularize_kernels(model, keras.regularizers.L2(args.weight_decay / 2))
 
 
 def finetune(args):

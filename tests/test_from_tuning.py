@@ -2,7 +2,9 @@
 
 import json
 
+import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras
 
@@ -55,7 +57,14 @@ def test_weight_decay_kind_l2_puts_an_l2_penalty_of_the_decay_on_every_kernel(tm
     model, _, _ = finetune.model_and_data(args)
     kernels = [layer.kernel for layer in _layers(model) if getattr(layer, "kernel", None) is not None]
     assert kernels and all(isinstance(kernel.regularizer, keras.regularizers.L2) for kernel in kernels)
-    assert all(kernel.regularizer.l2 == pytest.approx(3e-4) for kernel in kernels)
+    # (wd / 2) * ||w||^2 in Keras' convention (no 1/2 of its own): its gradient adds wd * w,
+    # the coupled form of the step decoupled decay takes.
+    assert all(kernel.regularizer.l2 == pytest.approx(1.5e-4) for kernel in kernels)
+    weights = np.random.default_rng(0).normal(size=(3, 4)).astype("float32")
+    with tf.GradientTape() as tape:
+        variable = tf.Variable(weights)
+        penalty = kernels[0].regularizer(variable)
+    np.testing.assert_allclose(tape.gradient(penalty, variable).numpy(), 3e-4 * weights, rtol=1e-5)
 
 
 def _layers(layer):
