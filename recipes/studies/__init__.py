@@ -31,6 +31,9 @@ STUDIES = {
     "regularization": "headstart.recipes.studies.regularization",
     "dropout-uncertainty": "headstart.recipes.studies.dropout_uncertainty",
     "learning-rate": "headstart.recipes.studies.learning_rate",
+    "double-descent": "headstart.recipes.studies.double_descent",
+    "dead-relu": "headstart.recipes.studies.dead_relu",
+    "gradient-clipping": "headstart.recipes.studies.gradient_clipping",
 }
 
 
