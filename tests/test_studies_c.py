@@ -89,6 +89,9 @@ def test_dead_relu_quick(tmp_path):
     assert gradients[relu_large]["units_negative_everywhere"] > 10
     assert gradients[relu_large]["largest_gradient_of_negative_units"] == 0.0
     assert gradients[relu_large]["units_with_zero_gradient"] >= gradients[relu_large]["units_negative_everywhere"]
+    # Any other unit with exactly zero gradient is active only on inputs whose softmax has
+    # rounded to the one-hot label (no gradient from them at all).
+    assert gradients[relu_large]["zero_gradient_of_active_units_explained"], gradients[relu_large]
     for name in (leaky_large, leaky_moderate):
         assert gradients[name]["smallest_gradient"] > 1e-4, gradients[name]
         assert gradients[name]["units_with_zero_gradient"] == 0
@@ -103,7 +106,7 @@ def test_gradient_clipping_quick(tmp_path):
     findings = result.findings
     unclipped, clipped = "no clipping", f"global_clipnorm {gradient_clipping.CLIP:g}"
     # Without clipping the loss becomes NaN within the first epoch (measured: step 19 of
-    # 23) and TerminateOnNaN stops the run; with global_clipnorm every step is finite and
+    # 23) and the study stops the run there; with global_clipnorm every step is finite and
     # the loss falls well below chance (measured: 0.78 against ln 10 = 2.30 after 2 epochs).
     assert findings["nan_step"][unclipped] is not None
     assert findings["steps_run"][unclipped] < findings["steps_run"][clipped]

@@ -1,6 +1,6 @@
 """Dead ReLU: a too-large learning rate leaves ReLU units that output zero for every input; leaky ReLU keeps them alive.
 
-    headstart study dead-relu                # about 40 s on 2 busy CPU cores
+    headstart study dead-relu                # 60-90 s on 2 busy CPU cores
     headstart study dead-relu --quick
 
 An MLP with two hidden layers of 64 units (`headstart.models.build_mlp`, He initialisation)
@@ -16,9 +16,14 @@ passes no gradient, so nothing pulls it back; a leaky ReLU has a small non-zero 
 and does not die. The study checks the gradient directly: after training it computes the
 gradient of the training loss over the whole training set (`tf.GradientTape`) with respect
 to each hidden unit's incoming weights and bias, and reports which units get exactly zero.
+The second layer's dead fraction is not quite monotone (84 % to 83 % at one epoch of the
+default run): a dead unit's own gradient is zero, but the layers before it keep changing
+what it receives, and Adam's momentum moves its weights for some steps after its gradient
+stops.
 Adam, not SGD, gives the too-large rate: its step is about the learning rate whatever the
 gradient's size, so a large rate throws units into the negative region without the loss
-overflowing (SGD at a rate that kills units here also makes the leaky network diverge).
+overflowing (plain SGD at lr 1, which killed 28 % of the second layer in 5 epochs, made the leaky
+network's loss NaN).
 """
 
 import numpy as np
@@ -27,7 +32,7 @@ from headstart.recipes.studies import StudyResult, digits_arrays, markdown_table
 
 DESCRIPTION = "fraction of dead ReLU units over training at a moderate and a too-large rate, against leaky ReLU"
 CLAIM = ("A too-large learning rate pushes ReLU units into the negative region for every input, where they are "
-         "dead (exactly zero output and zero gradient, so they cannot recover), while leaky ReLU units keep a "
+         "dead (exactly zero output and zero gradient, so nothing pulls them back), while leaky ReLU units keep a "
          "non-zero gradient and do not die.")
 
 # ## Defaults
@@ -48,17 +53,34 @@ def hidden_layer_names():
     return [f"layer{index}_dense" for index in range(1, len(HIDDEN_UNITS) + 1)]
 
 
-def negative_everywhere(model, x):
-    """Per hidden layer: a boolean per unit, True when its pre-activation is <= 0 for every input in `x`."""
+def active_inputs(model, x):
+    """Per hidden layer: `(inputs, units)` booleans, True where the unit's pre-activation is above 0."""
     import keras
 
     backbone = model.get_layer("backbone")
     probe = keras.Model(backbone.input, [backbone.get_layer(name).output for name in hidden_layer_names()])
-    return [np.all(np.asarray(pre_activation) <= 0, axis=0) for pre_activation in probe(x, training=False)]
+    return [np.asarray(pre_activation) > 0 for pre_activation in probe(x, training=False)]
+
+
+def negative_everywhere(model, x):
+    """Per hidden layer: a boolean per unit, True when its pre-activation is <= 0 for every input in `x`."""
+    return [~active.any(axis=0) for active in active_inputs(model, x)]
+
+
+def silent_inputs_only(active, silent_inputs):
+    """Per hidden layer: units active on some input, but only on inputs whose loss has exactly zero gradient.
+
+    Their gradient is exactly 0 too, though they are not dead: the softmax of a confidently right
+    prediction rounds to the one-hot label in float32, so such an input passes no gradient at all.
+    """
+    return [layer.any(axis=0) & ~np.any(layer & ~silent_inputs[:, None], axis=0) for layer in active]
 
 
 def unit_gradient_norms(model, x, y):
-    """Per hidden layer: the L2 norm of each unit's gradient (incoming kernel column and bias), whole training set."""
+    """Per hidden layer: the L2 norm of each unit's gradient (incoming kernel column and bias), whole training set.
+
+    Also returns, per input, whether the loss's gradient with respect to its logits is exactly 0.
+    """
     import keras
     import tensorflow as tf
 
@@ -67,13 +89,14 @@ def unit_gradient_norms(model, x, y):
     layers = [backbone.get_layer(name) for name in hidden_layer_names()]
     variables = [variable for layer in layers for variable in (layer.kernel, layer.bias)]
     with tf.GradientTape() as tape:
-        loss = loss_function(y, model(x, training=False))
-    gradients = tape.gradient(loss, variables)
+        logits = model(x, training=False)
+        loss = loss_function(y, logits)
+    *gradients, logit_gradients = tape.gradient(loss, [*variables, logits])
     norms = []
     for kernel_gradient, bias_gradient in zip(gradients[0::2], gradients[1::2]):
         squares = np.sum(np.square(kernel_gradient.numpy().astype(np.float64)), axis=0)
         norms.append(np.sqrt(squares + np.square(bias_gradient.numpy().astype(np.float64))))
-    return norms
+    return norms, np.all(logit_gradients.numpy() == 0, axis=1)
 
 
 def train(activation, rate_name, initial_weights, data, epochs, seed):
@@ -96,10 +119,12 @@ def train(activation, rate_name, initial_weights, data, epochs, seed):
         [float(np.mean(layer)) for layer in negative_everywhere(model, x_train)]))
     history = model.fit(x_train, y_train, batch_size=BATCH_SIZE, epochs=epochs, validation_data=(x_val, y_val),
                         callbacks=[recorder], verbose=0)
-    negative = negative_everywhere(model, x_train)
-    gradients = unit_gradient_norms(model, x_train, y_train)
+    active = active_inputs(model, x_train)
+    negative = [~layer.any(axis=0) for layer in active]
+    gradients, silent_inputs = unit_gradient_norms(model, x_train, y_train)
     return {"fractions": np.array(fractions),  # (epochs + 1, layers)
-            "negative": negative, "gradients": gradients,
+            "negative": negative, "silent_only": silent_inputs_only(active, silent_inputs),
+            "silent_inputs": int(silent_inputs.sum()), "gradients": gradients,
             "val_accuracy": float(history.history["val_accuracy"][-1]),
             "train_loss": float(history.history["loss"][-1])}
 
@@ -132,8 +157,13 @@ def plot(records, epochs):
         record = records[(activation, "too large")]
         norms, negative = np.concatenate(record["gradients"]), np.concatenate(record["negative"])
         units = np.arange(len(norms))
-        gradient_axes.scatter(units[~negative], norms[~negative], s=9, color=colors[(activation, "too large")],
+        shown = ~negative & (norms > 0)
+        gradient_axes.scatter(units[shown], norms[shown], s=9, color=colors[(activation, "too large")],
                               marker="o" if offset == 0 else "^", label=f"{activation}: units active on some input")
+        silent = ~negative & (norms == 0)
+        if silent.any():
+            gradient_axes.scatter(units[silent], np.full(silent.sum(), floor), s=40, color="tab:brown", marker="+",
+                                  label=f"{activation}: active only on inputs with zero loss gradient")
         if not negative.any():
             continue
         gradient_axes.scatter(units[negative], np.where(norms[negative] > 0, norms[negative], floor), s=30,
@@ -177,6 +207,11 @@ def run(run_dir, *, quick=False, seed=0):
         return {"units_negative_everywhere": int(negative.sum()),
                 "units_with_zero_gradient": int(np.sum(norms == 0)),
                 "active_units_with_zero_gradient": int(np.sum((norms == 0) & ~negative)),
+                "inputs_with_zero_loss_gradient": records[key]["silent_inputs"],
+                "active_units_only_on_those_inputs": int(np.concatenate(records[key]["silent_only"]).sum()),
+                # True when those are exactly the active units with zero gradient.
+                "zero_gradient_of_active_units_explained": bool(np.array_equal(
+                    (norms == 0) & ~negative, np.concatenate(records[key]["silent_only"]))),
                 "largest_gradient_of_negative_units": float(norms[negative].max()) if negative.any() else None,
                 "smallest_gradient_of_active_units": float(norms[~negative].min()) if (~negative).any() else None,
                 "smallest_gradient": float(norms.min())}
@@ -187,7 +222,7 @@ def run(run_dir, *, quick=False, seed=0):
         "too_large_rate_kills_relu_units": dead_fraction(relu_large) >= KILLED,
         "moderate_rate_keeps_relu_units": dead_fraction(("relu", "moderate")) <= HEALTHY,
         # Dead means no gradient: every unit negative on every input gets exactly 0. (Not the
-        # converse: a unit active on a few inputs can get 0 too, see `active_units_with_zero_gradient`.)
+        # converse: a unit active only on inputs whose loss gradient is 0 gets 0 too.)
         "dead_relu_units_get_zero_gradient": all(gradients[label("relu", rate)]["largest_gradient_of_negative_units"]
                                                 in (None, 0.0) for rate in LEARNING_RATES),
         "leaky_units_all_get_gradient": all(gradients[label("leaky_relu", rate)]["smallest_gradient"] > 0
@@ -213,7 +248,13 @@ def run(run_dir, *, quick=False, seed=0):
                             "units with exactly zero gradient", "smallest unit gradient", "val accuracy"), rows)
     measured = (f"after {epochs} epochs at lr {LEARNING_RATES['too large']:g}, {100 * dead_fraction(relu_large):.0f} % "
                 f"of the ReLU units were dead (layer 2: {100 * records[relu_large]['fractions'][-1][-1]:.0f} %), "
-                f"every one with exactly zero gradient over the training set, against "
+                f"every one with exactly zero gradient over the training set"
+                + (f" (so did {gradients[label(*relu_large)]['active_units_with_zero_gradient']} units "
+                   + ("that were active only on inputs whose loss gradient was exactly 0"
+                      if gradients[label(*relu_large)]["zero_gradient_of_active_units_explained"]
+                      else "active on some inputs")
+                   + ")" if gradients[label(*relu_large)]["active_units_with_zero_gradient"] else "")
+                + ", against "
                 f"{100 * dead_fraction(('relu', 'moderate')):.0f} % at lr {LEARNING_RATES['moderate']:g}; every leaky "
                 f"unit kept a non-zero gradient (smallest {gradients[label(*leaky_large)]['smallest_gradient']:.1e}); "
                 f"validation accuracy at the large rate {records[relu_large]['val_accuracy']:.2f} (ReLU) vs "

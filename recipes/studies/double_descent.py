@@ -1,6 +1,6 @@
 """Double descent: test error peaks where the model can just interpolate, and falls again beyond.
 
-    headstart study double-descent           # about 30 s on 2 busy CPU cores
+    headstart study double-descent           # about 50 s on 2 busy CPU cores
     headstart study double-descent --quick
 
 A random-features model: each input (20 standard normal coordinates) goes through `p` fixed
