@@ -246,7 +246,7 @@ def run(run_dir, *, quick=False, seed=0):
     table = markdown_table(("network, Adam rate", *(f"% negative on every input, layer {i}" for i in
                                                     range(1, len(HIDDEN_UNITS) + 1)),
                             "units with exactly zero gradient", "smallest unit gradient", "val accuracy"), rows)
-    measured = (f"after {epochs} epochs at lr {LEARNING_RATES['too large']:g}, {100 * dead_fraction(relu_large):.0f} % "
+    measured = (f"after {epochs} epoch{'s' if epochs != 1 else ''} at lr {LEARNING_RATES['too large']:g}, {100 * dead_fraction(relu_large):.0f} % "
                 f"of the ReLU units were dead (layer 2: {100 * records[relu_large]['fractions'][-1][-1]:.0f} %), "
                 f"every one with exactly zero gradient over the training set"
                 + (f" (so did {gradients[label(*relu_large)]['active_units_with_zero_gradient']} units "
