@@ -43,9 +43,9 @@ QUICK = {"widths": (10, 30, 60, 100, 200, 500, 1000), "draws": 4, "n_test": 300,
 
 # ## The gradient-descent check (Keras)
 SGD_WIDTH_FACTOR = 2       # at p = 2 * N_TRAIN
-SGD_STEPS = 1000           # heavy-ball full-batch steps (600 already end within 1e-5 of the closed form)
+SGD_STEPS = 1000           # heavy-ball full-batch steps: 400 end 2e-5 from the closed form, 600 reach float32's ~6e-6
 # The check passes when the trained weights are this close to the closed form (relative L2 distance).
-SGD_CLOSE = 0.02
+SGD_CLOSE = 1e-3
 
 # ## Deciding the claim
 # Peak: the highest median test error sits within a factor of this of the threshold width.
@@ -172,8 +172,7 @@ def run(run_dir, *, quick=False, seed=0):
 
     median_test = {width: float(np.median(results[width]["test"])) for width in widths}
     median_train = {width: float(np.median(results[width]["train"])) for width in widths}
-    below = [width for width in widths if width <= N_TRAIN / 2]
-    best_small = min(median_test[width] for width in below)
+    best_small = min(median_test[width] for width in widths if width < N_TRAIN)  # the classical optimum
     peak_width = max(median_test, key=median_test.get)
     threshold_error = median_test[N_TRAIN]
     widest = widths[-1]
@@ -192,7 +191,7 @@ def run(run_dir, *, quick=False, seed=0):
         "median_test_error": median_test, "median_train_error": median_train,
         "median_readout_norm": {width: float(np.median(results[width]["norm"])) for width in widths},
         "peak_width": peak_width, "test_error_at_threshold": threshold_error,
-        "best_test_error_below_half_threshold": best_small,
+        "best_test_error_below_threshold": best_small,
         "test_error_widest": median_test[widest],
         # Not part of the claim, but what the lecture's "in practice, let the network get big" rests on.
         "widest_beats_best_small_model": median_test[widest] < best_small,
