@@ -127,8 +127,7 @@ def _scan(paths, folder):
 def _why_undecodable(path):
     """None if PIL can read `path` as a format TensorFlow decodes, else the reason."""
     try:
-        with open(path, "rb"):   # a file that cannot be opened is unreadable, not a bad image
-            pass
+        open(path, "rb").close()   # a file that cannot be opened is unreadable, not a bad image
     except OSError as error:
         fix = "; fix its permissions" if isinstance(error, PermissionError) else ""
         return f"cannot read it ({error.strerror or type(error).__name__}{fix})"

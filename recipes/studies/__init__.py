@@ -58,6 +58,15 @@ class StudyResult:
     summary: str
 
 
+def verdict(checks, measured, shown=None):
+    """(supported, summary) of a study whose claim is the conjunction of `checks` ({name: bool}):
+    "`shown`: `measured`." when every check held, else the checks that did not, then `measured`."""
+    if all(checks.values()):
+        return True, f"{shown}: {measured}." if shown else measured[0].upper() + measured[1:]
+    failed = [name for name, passed in checks.items() if not passed]
+    return False, f"This run did not show the whole claim ({', '.join(failed)} did not hold): {measured}."
+
+
 def list_studies():
     return list(STUDIES)
 

@@ -28,7 +28,7 @@ network's loss NaN).
 
 import numpy as np
 
-from headstart.recipes.studies import StudyResult, digits_arrays, markdown_table, pyplot, say
+from headstart.recipes.studies import StudyResult, digits_arrays, markdown_table, pyplot, say, verdict
 
 DESCRIPTION = "fraction of dead ReLU units over training at a moderate and a too-large rate, against leaky ReLU"
 CLAIM = ("A too-large learning rate pushes ReLU units into the negative region for every input, where they are "
@@ -240,7 +240,6 @@ def run(run_dir, *, quick=False, seed=0):
         "val_accuracy": {label(*key): record["val_accuracy"] for key, record in records.items()},
         "final_train_loss": {label(*key): record["train_loss"] for key, record in records.items()},
     }
-    supported = all(checks.values())
     rows = [(label(*key), *(100 * record["fractions"][-1]), gradients[label(*key)]["units_with_zero_gradient"],
              gradients[label(*key)]["smallest_gradient"], record["val_accuracy"]) for key, record in records.items()]
     table = markdown_table(("network, Adam rate", *(f"% negative on every input, layer {i}" for i in
@@ -259,9 +258,5 @@ def run(run_dir, *, quick=False, seed=0):
                 f"unit kept a non-zero gradient (smallest {gradients[label(*leaky_large)]['smallest_gradient']:.1e}); "
                 f"validation accuracy at the large rate {records[relu_large]['val_accuracy']:.2f} (ReLU) vs "
                 f"{records[leaky_large]['val_accuracy']:.2f} (leaky)")
-    if supported:
-        summary = f"Dead ReLUs shown: {measured}."
-    else:
-        failed = [name for name, passed in checks.items() if not passed]
-        summary = f"This run did not show the whole claim ({', '.join(failed)} did not hold): {measured}."
+    supported, summary = verdict(checks, measured, "Dead ReLUs shown")
     return StudyResult(table=table, findings=findings, supported=supported, summary=summary)

@@ -23,7 +23,7 @@ SGD with momentum) at twice the threshold width and comparing it with the closed
 
 import numpy as np
 
-from headstart.recipes.studies import StudyResult, markdown_table, pyplot, say
+from headstart.recipes.studies import StudyResult, markdown_table, pyplot, say, verdict
 
 DESCRIPTION = "random-features regression: test error peaks at the interpolation threshold, then descends again"
 CLAIM = ("Test error against model size first falls, then peaks at the interpolation threshold (as many "
@@ -197,7 +197,6 @@ def run(run_dir, *, quick=False, seed=0):
         "widest_beats_best_small_model": median_test[widest] < best_small,
         "sgd": sgd,
     }
-    supported = all(checks.values())
     table = markdown_table(["features p", "p / n", "train error (median)", "test error (median)",
                             "test error (quartiles)", "readout norm (median)"],
                            [(width, width / N_TRAIN, median_train[width], median_test[width],
@@ -208,9 +207,5 @@ def run(run_dir, *, quick=False, seed=0):
                 f"{N_TRAIN} (the peak is at p = {peak_width}), {median_test[widest]:.2f} at p = {widest}; Keras SGD "
                 f"from zero at p = {sgd['width']} ended {sgd['relative_distance_to_min_norm']:.1e} (relative) from "
                 f"the minimum-norm closed form")
-    if supported:
-        summary = f"Double descent shown: {measured}."
-    else:
-        failed = [name for name, passed in checks.items() if not passed]
-        summary = f"This run did not show the whole claim ({', '.join(failed)} did not hold): {measured}."
+    supported, summary = verdict(checks, measured, "Double descent shown")
     return StudyResult(table=table, findings=findings, supported=supported, summary=summary)

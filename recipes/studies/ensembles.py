@@ -28,7 +28,7 @@ rule), and the gap levels off at that approximation's error instead of going to 
 
 import numpy as np
 
-from headstart.recipes.studies import StudyResult, digits_arrays, markdown_table, pyplot, say
+from headstart.recipes.studies import StudyResult, digits_arrays, markdown_table, pyplot, say, verdict
 
 DESCRIPTION = "Bagging k bootstrap MLPs (variance ~ 1/k, held-out error) and dropout's MC mean vs. its test-time network"
 CLAIM = ("Averaging models trained on bootstrap samples lowers the variance of the predictions (as 1/k for k "
@@ -230,7 +230,6 @@ def run(run_dir, *, quick=False, seed=0):
         "single_model_error": single_error, "whole_bag_error": whole_bag_error, "full_data_model_error": full_error,
         "dropout": dropout,
     }
-    supported = all(checks.values())
     table = markdown_table(["models in the bag", "disjoint bags", "variance of probabilities", "sigma^2 / k",
                             "held-out error"],
                            [(size, value["bags"], value["variance"], value["predicted_variance"], value["error"])
@@ -248,9 +247,5 @@ def run(run_dir, *, quick=False, seed=0):
                 f"hidden layer ({linear['gap_over_rate'][max(passes)]:.2f} x sigma/sqrt(n)) and "
                 f"{nonlinear['gaps'][max(passes)]:.3f} with two ({nonlinear['gap_over_rate'][max(passes)]:.1f} x: "
                 "the weight-scaling approximation's error).")
-    if supported:
-        summary = measured[0].upper() + measured[1:]
-    else:
-        failed = [name for name, passed in checks.items() if not passed]
-        summary = f"Not shown by this run ({', '.join(failed)} did not hold): {measured}"
+    supported, summary = verdict(checks, measured)
     return StudyResult(table=table, findings=findings, supported=supported, summary=summary)

@@ -22,7 +22,7 @@ import warnings
 
 import numpy as np
 
-from headstart.recipes.studies import StudyResult, digits_arrays, markdown_table, pyplot, say
+from headstart.recipes.studies import StudyResult, digits_arrays, markdown_table, pyplot, say, verdict
 
 DESCRIPTION = "a deep MLP diverges (NaN) at a high SGD rate without clipping and trains with clipnorm / global_clipnorm"
 CLAIM = ("Exploding gradients make training diverge; clipping the gradient norm bounds each step, so the same "
@@ -202,7 +202,6 @@ def run(run_dir, *, quick=False, seed=0):
         "non_finite_gradient_flags": {name: record["exploding_flags"] for name, record in records.items()},
         "val_accuracy": {name: record["val_accuracy"] for name, record in records.items()},
     }
-    supported = all(checks.values())
     rows = [(name, "never" if record["nan_step"] is None else f"step {record['nan_step'] + 1}",
              record["steps_run"], largest_finite(record["global_grad_norm"]),
              largest_finite(record["global_update_norm"]),
@@ -219,9 +218,5 @@ def run(run_dir, *, quick=False, seed=0):
                 + (" and trained" if trained(per_variable, epochs) else " but did not learn")
                 + f" (final epoch loss {per_variable['epoch_losses'][-1]:.2f}, validation accuracy "
                 f"{per_variable['val_accuracy']:.2f})")
-    if supported:
-        summary = f"Clipping shown: {measured}."
-    else:
-        failed = [name for name, passed in checks.items() if not passed]
-        summary = f"This run did not show the whole claim ({', '.join(failed)} did not hold): {measured}."
+    supported, summary = verdict(checks, measured, "Clipping shown")
     return StudyResult(table=table, findings=findings, supported=supported, summary=summary)

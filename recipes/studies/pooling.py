@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-from headstart.recipes.studies import StudyResult, markdown_table, pyplot, say
+from headstart.recipes.studies import StudyResult, markdown_table, pyplot, say, verdict
 
 DESCRIPTION = "Feature-map change under 1- and 2-pixel shifts with max, average and no pooling; output sizes vs Keras"
 CLAIM = ("Max and average pooling make a feature map change less under small shifts of the input than the same "
@@ -252,7 +252,6 @@ def run(run_dir, *, quick=False, seed=0):
         "grid": {"sizes": list(sizes), "kernels": list(kernels), "strides": list(strides),
                  "paddings": list(PADDINGS), "layers": list(LAYERS)},
     }
-    supported = all(checks.values())
     table = markdown_table(["backbone", "output map", *(f"change, {p}-pixel shift" for p in SHIFTS),
                             *(f"vs no pooling, {p} px" for p in SHIFTS)],
                            [(variant, "x".join(map(str, findings["map_shape"][variant])),
@@ -267,9 +266,5 @@ def run(run_dir, *, quick=False, seed=0):
                 f"{baseline[2]:.2f}, {mean_change['max pooling'][2]:.2f}, {mean_change['average pooling'][2]:.2f}); "
                 f"{len(points) - len(mismatches)} of {len(points)} Keras output shapes matched "
                 "floor((n + 2p - k) / s) + 1.")
-    if supported:
-        summary = measured[0].upper() + measured[1:]
-    else:
-        failed = [name for name, passed in checks.items() if not passed]
-        summary = f"Not shown by this run ({', '.join(failed)} did not hold): {measured}"
+    supported, summary = verdict(checks, measured)
     return StudyResult(table=table, findings=findings, supported=supported, summary=summary)

@@ -32,7 +32,7 @@ by exactly `(1 - learning_rate * weight_decay) ** steps`, a closed formula the s
 
 import numpy as np
 
-from headstart.recipes.studies import StudyResult, digits_arrays, markdown_table, pyplot, say
+from headstart.recipes.studies import StudyResult, digits_arrays, markdown_table, pyplot, say, verdict
 from headstart.recipes.studies.ensembles import shuffled_stream
 
 DESCRIPTION = "SGD: weight decay = L2 penalty (same weights); Adam + L2 vs AdamW: decay that depends on the gradient"
@@ -247,7 +247,6 @@ def run(run_dir, *, quick=False, seed=0):
         "l2_decays_small_gradients_more": slopes["Adam + L2 penalty"] > slopes["AdamW"] + 0.1,
     }
     findings["checks"] = checks
-    supported = all(checks.values())
 
     figure = plot(weights, scale, blank, steps, findings)
     run_dir.save_figure(figure, "weight_decay_vs_l2.png")
@@ -268,9 +267,5 @@ def run(run_dir, *, quick=False, seed=0):
                 f"(closed form {closed_form_factor:.3f}, error {closed_form_error:.1e}); Adam + L2 by "
                 f"{blank_shrink['Adam + L2 penalty']:.1e}. The slope of log shrinkage against log gradient "
                 f"scale is {slopes['Adam + L2 penalty']:.2f} for Adam + L2 and {slopes['AdamW']:.2f} for AdamW.")
-    if supported:
-        summary = measured[0].upper() + measured[1:]
-    else:
-        failed = [name for name, passed in checks.items() if not passed]
-        summary = f"Not shown by this run ({', '.join(failed)} did not hold): {measured}"
+    supported, summary = verdict(checks, measured)
     return StudyResult(table=table, findings=findings, supported=supported, summary=summary)
