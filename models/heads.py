@@ -55,9 +55,9 @@ def build_head(feature_shape, num_classes, *, pooling="avg", hidden_units=(), dr
     dropout = check_dropout(dropout)
     check_activation(activation)
     initializer, regularizer = resolve_weights_options(kernel_initializer, kernel_regularizer, activation)
-    # In float32 under any global policy: under mixed precision the logits, and so the loss,
-    # keep float32's range (headstart.models.precision).
-    with precision.float32_layers():
+    # In the variables' dtype (float32) under a mixed policy: the logits, and so the loss,
+    # keep float32's range (headstart.models.precision); under any other policy, as it is.
+    with precision.head_layers():
         return _head_layers(feature_shape, num_classes, pooling, hidden_units, dropout, activation, batch_norm,
                             initializer, regularizer, name)
 

@@ -7,7 +7,7 @@
 Under `"mixed_float16"` or `"mixed_bfloat16"` Keras keeps every variable in float32 and
 computes in the half type (`keras.config.set_dtype_policy`); `model.compile` wraps the
 optimizer in a `LossScaleOptimizer` for float16, whose small range would otherwise let
-gradients underflow. The head is always built in float32 (`float32_layers`, used by
+gradients underflow. The head is always built in float32 (`head_layers`, used by
 `headstart.models.heads.build_head`), as Keras' mixed-precision guide advises for the last
 layers: the logits, and so the loss, stay in float32 whatever the backbone computes in.
 
@@ -25,21 +25,44 @@ POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 def policy(name):
     """Build (and so train) every layer created inside under the dtype policy `name`; the
     previous global policy comes back afterwards, also on error."""
-    import keras
-
     if name not in POLICIES:
         raise ValueError(f"unknown precision {name!r}; choose one of {', '.join(POLICIES)}. Received: name={name!r}")
-    previous = keras.config.dtype_policy()
+    with _global_policy(name):
+        yield
+
+
+@contextlib.contextmanager
+def head_layers():
+    """Layers built inside compute in their variables' dtype: float32 under a mixed policy,
+    and under any other policy (float32, or a float64 `floatx`) as they would anyway."""
+    current = _explicit_policy()
+    if current is None or current.compute_dtype == current.variable_dtype:
+        yield
+        return
+    with _global_policy(current.variable_dtype):
+        yield
+
+
+def _explicit_policy():
+    """The policy set with `keras.config.set_dtype_policy`, or None while none is: Keras'
+    `dtype_policy()` would fix one from `floatx` on first reading, so a later `set_floatx`
+    would no longer apply."""
+    from keras.src.backend.common import global_state
+
+    return global_state.get_global_attribute("dtype_policy", None)
+
+
+@contextlib.contextmanager
+def _global_policy(name):
+    import keras
+    from keras.src.backend.common import global_state
+
+    previous = _explicit_policy()
     keras.config.set_dtype_policy(name)
     try:
         yield
     finally:
-        keras.config.set_dtype_policy(previous)
-
-
-def float32_layers():
-    """`policy("float32")`: layers built inside compute in float32 under any global policy."""
-    return policy("float32")
+        global_state.set_global_attribute("dtype_policy", previous)   # None again if it was unset
 
 
 def unsupported_reason(name):
