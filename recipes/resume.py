@@ -47,7 +47,7 @@ def check(args, recipe, path):
     for key in sorted(set(now) | set(saved)):
         if key in CHANGEABLE:
             continue
-        if now.get(key) != saved.get(key) and not _same_path(key, now.get(key), saved):
+        if now.get(key) != saved.get(key) and not same_path(key, now.get(key), saved):
             raise UsageError(f"--resume: run {path} was started with {key}={saved.get(key)!r}, not "
                              f"{now.get(key)!r}; pass the same options to continue it, or start a new run")
 
@@ -65,8 +65,13 @@ def start(run_dir, args, recipe):
     """Record the run's resolved options before training starts (on --resume they are already there)."""
     if not args.resume:
         config = _plain(run_config(args, recipe=recipe))
-        config[RESOLVED] = {key: _resolved(config[key]) for key in PATH_OPTIONS if _resolved(config.get(key))}
+        config[RESOLVED] = resolved_paths(config)
         run_dir.write_json("config.json", config)
+
+
+def resolved_paths(config):
+    """The real paths of `config`'s file and folder options, recorded next to them when a run starts."""
+    return {key: _resolved(config[key]) for key in PATH_OPTIONS if _resolved(config.get(key))}
 
 
 def _resolved(value):
@@ -74,7 +79,8 @@ def _resolved(value):
     return os.path.realpath(value) if isinstance(value, str) and value and os.path.exists(value) else None
 
 
-def _same_path(key, value, saved):
+def same_path(key, value, saved):
+    """Whether option `key`'s `value` names the file or folder `saved` (a config with RESOLVED) recorded."""
     if key not in PATH_OPTIONS or _resolved(value) is None:
         return False
     recorded = saved.get(RESOLVED, {}).get(key) or _resolved(saved.get(key))

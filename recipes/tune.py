@@ -31,7 +31,7 @@ import json
 import os
 import time
 
-from headstart.recipes import finetune, options
+from headstart.recipes import finetune, options, resume
 from headstart.recipes.errors import UsageError
 from headstart.recipes.rundir import RunDir, check_run_name, default_run_name, run_path
 from headstart.recipes.tuning import distributed
@@ -61,7 +61,7 @@ FIXED_OPTIONS = ("backbone", "weights", "pretrain_epochs", "data", "data_dir", "
                  "image_size", "augment", "epochs", "finetune_epochs", "batch_norm", "feature_cache", "cache_dir",
                  "regularizer", "l2sp_alpha", "l2sp_beta", "layer_decay", "lr_groups", "gradual_unfreeze",
                  "patience", "seed", "deterministic", "strategy", "schedule", "warmup", "class_weight", "ema",
-                 "grad_accum", "mixup", "cutmix", "precision")
+                 "grad_accum", "cutmix", "precision")
 # Options a search may change on --resume: they do not change what a trial is.
 RESUMABLE_CHANGES = ("max_trials", "max_consecutive_failures", "verbose", "quiet")
 
@@ -210,6 +210,12 @@ def search_definition(args):
                                   if key not in excluded and not key.startswith("_")}, default=str))
 
 
+def saved_search(args):
+    """search.json: the definition, with the real paths of its file and folder options (as config.json has)."""
+    definition = search_definition(args)
+    return {**definition, resume.RESOLVED: resume.resolved_paths(definition)}
+
+
 def check_same_search(args):
     """`--resume` (or a worker joining) with other options than the saved search would mix two searches."""
     path = run_path("tune", args.name, args.runs_dir) / SEARCH_FILE
@@ -219,8 +225,9 @@ def check_same_search(args):
                              "run without --resume to start it")
         return   # a worker that started before the chief wrote it
     saved, current = json.loads(path.read_text()), search_definition(args)
-    for key in sorted(set(saved) | set(current)):
-        if saved.get(key) != current.get(key):
+    for key in sorted((set(saved) | set(current)) - {resume.RESOLVED}):
+        # --data ./digits and --data /home/me/digits are one folder (resolved as finetune --resume does).
+        if saved.get(key) != current.get(key) and not resume.same_path(key, current.get(key), saved):
             if key == "space":
                 key, was, now = next((search_space.BY_NAME[name].flag, search_space.describe(saved[key][name]),
                                       search_space.describe(current[key][name]))
@@ -251,7 +258,7 @@ def search(args):
         # Each holds its own tuner id's lock: two chiefs, or two workers with one id, would clash.
         run_dir = RunDir.join("tune", args.name, args.runs_dir, os.environ["KERASTUNER_TUNER_ID"])
     if role != distributed.WORKER:
-        run_dir.write_json(SEARCH_FILE, search_definition(args))
+        run_dir.write_json(SEARCH_FILE, saved_search(args))
         run_dir.write_json("config.json", run_config(args))
     weights = args.weights
     if weights == "digits-source":

@@ -1,5 +1,7 @@
 """`--resume` compares paths resolved: two spellings of one folder are one run; another folder is not."""
 
+import json
+
 import pytest
 
 from headstart.recipes import resume
@@ -28,3 +30,23 @@ def test_two_spellings_of_the_same_paths_resume_and_another_folder_is_refused(tm
     another = options_for("pretrain", name="r", runs_dir="../runs", data="../other", data_dir="../cache", resume=True)
     with pytest.raises(UsageError, match="was started with data='./images', not '../other'"):
         resume.check(another, "pretrain", tmp_path / "runs" / "pretrain" / "r")
+
+
+def test_a_resumed_search_compares_its_paths_resolved_too(tmp_path, monkeypatch):
+    from headstart.recipes import tune
+
+    monkeypatch.chdir(tmp_path)
+    for folder in ("cache", "other", "elsewhere"):
+        (tmp_path / folder).mkdir()
+    started = options_for("tune", weights="none", runs_dir="runs", name="s", cache_dir="./cache")
+    tune.validate(started)
+    folder = tmp_path / "runs" / "tune" / "s"
+    folder.mkdir(parents=True)
+    (folder / tune.SEARCH_FILE).write_text(json.dumps(tune.saved_search(started)))
+
+    monkeypatch.chdir(tmp_path / "other")   # the same folder, spelled from another working directory
+    tune.validate(options_for("tune", weights="none", runs_dir="../runs", name="s", cache_dir="../cache",
+                              resume=True))
+    with pytest.raises(UsageError, match="was started with --cache-dir ./cache, not ../elsewhere"):
+        tune.validate(options_for("tune", weights="none", runs_dir="../runs", name="s", cache_dir="../elsewhere",
+                                  resume=True))

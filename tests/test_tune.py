@@ -84,6 +84,7 @@ BAD_INPUT = [
     (["--resume", "--name", "never-ran"], "no run"),
     (["--hyperband-factor", "1"], "--hyperband-factor"),
     (["--max-epochs", "0"], "--max-epochs"),
+    (["--mixup=0|-0.2"], "--mixup"),
 ]
 
 
@@ -101,7 +102,7 @@ def test_resume_refuses_a_different_search_space(tmp_path, capsys):
     tune.validate(started)
     folder = tmp_path / "tune" / "s"
     folder.mkdir(parents=True)
-    (folder / tune.SEARCH_FILE).write_text(json.dumps(tune.search_definition(started)))
+    (folder / tune.SEARCH_FILE).write_text(json.dumps(tune.saved_search(started)))
 
     status = cli.main(["tune", "--weights", "none", "--runs-dir", str(tmp_path), "--name", "s", "--resume",
                        "--lr", "1e-4:1e-1"])
@@ -199,6 +200,27 @@ def test_tiny_search_writes_consistent_results(tmp_path, capsys, request, tuner)
         assert len(continued) == 1 and continued[0]["tuner/initial_epoch"] == "1"
     if tuner == "grid":
         assert sorted(float(row["lr"]) for row in csv_rows) == [1e-2, 1e-1]   # the grid, each point once
+
+
+def test_mixup_is_a_search_dimension_with_its_own_pipeline(tmp_path):
+    args = tiny(tmp_path, tuner="grid", lr="1e-2", dropout="0.1", weight_decay="1e-4", finetune_lr="1e-3",
+                mixup="0|0.4", finetune_epochs=0, max_trials=3)
+    tune.validate(args)
+    run_dir, keras_tuner_search, _ = tune.search(args)
+    rows = read_csv(run_dir.file("trials.csv"))
+    assert sorted(float(row["mixup"]) for row in rows) == [0.0, 0.4]
+    # Each alpha trained on its own pipeline: the MixUp trial's training labels are mixed
+    # (soft distributions), the other's class indices; validation labels are never mixed.
+    pipelines = keras_tuner_search.hypermodel._splits
+    assert sorted(pipelines) == [(32, 0.0), (32, 0.4)]
+    def labels(dataset):
+        return np.concatenate([np.asarray(batch_labels) for _, batch_labels in dataset])
+    mixed, plain = labels(pipelines[(32, 0.4)].train), labels(pipelines[(32, 0.0)].train)
+    assert plain.ndim == 1 and mixed.ndim == 2 and not np.isin(mixed, (0.0, 1.0)).all()
+    np.testing.assert_allclose(mixed.sum(axis=1), 1.0, atol=1e-6)
+    assert labels(pipelines[(32, 0.4)].val).ndim == 1
+    best = json.loads(run_dir.file("best_hyperparameters.json").read_text())
+    assert best["finetune_options"]["mixup"] in (0.0, 0.4)
 
 
 def test_a_failing_trial_is_recorded_with_its_reason_and_the_search_goes_on(tmp_path, monkeypatch):

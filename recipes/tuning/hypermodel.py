@@ -62,7 +62,7 @@ class FineTuneHyperModel(keras_tuner.HyperModel):
         self.objective = objective
         self.weights = weights
         self.strategy = strategy
-        self._splits = {}     # batch size -> the DataSplits every trial of that batch size trains on
+        self._splits = {}     # (batch size, mixup) -> the DataSplits every trial with those values trains on
         self._features = {}   # batch size -> the frozen backbone's cached features, shared by trials
 
     def trial_args(self, values):
@@ -80,8 +80,9 @@ class FineTuneHyperModel(keras_tuner.HyperModel):
         trial = self.trial_args(search_space.declare(hp, self.space))
         # finetune's own model: with --weight-decay-kind l2 it carries the trial's L2 on every kernel.
         model, splits, _ = finetune.model_and_data(trial, self.strategy)
-        # One data pipeline per batch size for the whole search: the cached features are of its images.
-        self._splits.setdefault(trial.batch_size, splits)
+        # One data pipeline per batch size (and MixUp alpha) for the whole search: the cached
+        # features are of its images.
+        self._splits.setdefault(pipeline_key(trial), splits)
         return model
 
     def any_splits(self):
@@ -99,7 +100,7 @@ class FineTuneHyperModel(keras_tuner.HyperModel):
 
     def fit(self, hp, model, *args, **kwargs):
         trial = self.trial_args(search_space.declare(hp, self.space))
-        splits = self._splits[trial.batch_size]
+        splits = self._splits[pipeline_key(trial)]
         head, tuned = phase_epochs(self.args.epochs, self.args.finetune_epochs,
                                    kwargs.get("initial_epoch", 0), kwargs.get("epochs"))
         # keras-tuner's SaveBestEpoch would save whatever model `fit` is called on: in the
@@ -139,6 +140,11 @@ class FineTuneHyperModel(keras_tuner.HyperModel):
             model.save_weights(checkpoint.filepath)
         return {**best_epoch(result.history, self.objective), EPOCHS_METRIC: len(result.history),
                 SECONDS_METRIC: round(seconds, 3)}
+
+
+def pipeline_key(trial):
+    """What a trial's data pipeline depends on among the searched values."""
+    return trial.batch_size, trial.mixup
 
 
 def best_epoch(history, objective):

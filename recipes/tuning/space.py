@@ -52,6 +52,10 @@ DIMENSIONS = (
     # finetune's default, unless searched (e.g. --label-smoothing 0:0.2).
     Dimension("label_smoothing", "--label-smoothing", "float", "linear", "0.1",
               "label smoothing of the cross-entropy, in [0, 1)"),
+    # Off unless searched (e.g. --mixup '0|0.2|0.4'): a trial with MixUp trains its head
+    # through the backbone, since mixed images have no cached features.
+    Dimension("mixup", "--mixup", "float", "linear", "0",
+              "the alpha of Keras' MixUp on training batches (0: off)"),
 )
 BY_NAME = {dimension.name: dimension for dimension in DIMENSIONS}
 
@@ -124,7 +128,7 @@ def check_value(dimension, value):
     name, flag = dimension.name, dimension.flag
     if name in ("lr", "finetune_lr"):
         options.check_positive_float(value, flag)
-    elif name == "weight_decay":
+    elif name in ("weight_decay", "mixup"):
         options.check_non_negative_float(value, flag)
     elif name == "dropout":
         options.check_fraction(value, flag)
