@@ -384,3 +384,13 @@ def test_the_table_covers_every_verb_with_enough_cases():
     verbs = {param.values[0].argv.split()[0] for param in CASES if param.values[0].argv}
     assert set(VERBS) <= verbs, f"no bad-input case for {sorted(set(VERBS) - verbs)}"
     assert len(CASES) >= 35
+
+
+def test_the_readme_states_the_tables_size():
+    """The README's "Bad input" section counts this table; a row added here must be counted there."""
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    with_tensorflow = sum(1 for param in CASES if param.values[0].needs_tf)
+    assert f"runs {len(CASES)} such cases" in readme
+    assert f"{with_tensorflow} cases are the exception" in readme
