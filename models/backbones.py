@@ -31,7 +31,7 @@ import keras
 # Importing these registers the project's layers, initializers, regularizers and
 # LayerRateOptimizer with Keras, so the `.keras` files `--weights` names can be loaded.
 from headstart.models import initializers, layer_rates, regularizers, resnet  # noqa: F401
-from headstart.models.backbone_specs import (IMAGENET, MODEL_FILE_SUFFIXES, OWN, WEIGHTS_FILE_SUFFIXES,  # noqa: F401
+from headstart.models.backbone_specs import (HUB, IMAGENET, MODEL_FILE_SUFFIXES, OWN, PRESET, WEIGHTS_FILE_SUFFIXES,  # noqa: F401
                                              BackboneSpec, check_backbone_options, get_spec,
                                              imagenet_unavailable_message, list_backbones, own_backbones,
                                              scale_to_unit_interval, weights_cache_dir)
@@ -73,9 +73,13 @@ def build_backbone(name, image_size, weights=None, channels=3):
     input_shape = (image_size, image_size, channels)
     if spec.family == OWN:
         backbone = _build_own(spec, input_shape)
+    elif spec.family == HUB:
+        from headstart.models import hub_backbones   # imports KerasHub: only for hub backbones
+
+        backbone = hub_backbones.build(spec.hub_preset, image_size, weights if weights == PRESET else None)
     else:
         backbone = _build_application(spec, input_shape, weights if weights == IMAGENET else None)
-    if weights is not None and weights != IMAGENET:
+    if weights is not None and weights not in (IMAGENET, PRESET):
         _load_weights_file(backbone, Path(weights), spec, input_shape)
     return backbone
 

@@ -52,8 +52,9 @@ def add_arguments(parser):
     group = parser.add_argument_group("model")
     group.add_argument("--backbone", default=BACKBONE, help=f"see `headstart list backbones`. Default: {BACKBONE}")
     group.add_argument("--weights", default=WEIGHTS,
-                       help="'imagenet', a .keras/.weights.h5/.h5 file, 'none', or 'digits-source' (the "
-                            f"project's own backbone pretrained on digits 0-4). Default: {WEIGHTS}")
+                       help="'imagenet', 'preset' (a --backbone hub:PRESET's own weights), a .keras/.weights.h5/.h5 "
+                            "file, 'none', or 'digits-source' (the project's own backbone pretrained on digits 0-4). "
+                            f"Default: {WEIGHTS}, and preset for a hub: backbone")
     group.add_argument("--pretrain-epochs", type=int, default=PRETRAIN_EPOCHS,
                        help="with --weights digits-source: epochs of the one-time pretraining. "
                             f"Default: {PRETRAIN_EPOCHS}")
@@ -146,6 +147,8 @@ def validate(args, recipe="finetune"):
     from headstart.models import backbone_specs   # the registry alone: no Keras, so no TensorFlow yet
 
     spec = backbone_specs.get_spec(args.backbone)
+    if spec.family == backbone_specs.HUB and args.weights == WEIGHTS:
+        args.weights = backbone_specs.PRESET   # the default weights: for a hub backbone, its preset's own
     args.image_size = args.image_size or spec.default_size
     if args.weights == "digits-source" and spec.family != backbone_specs.OWN:
         raise UsageError(f"--weights digits-source needs one of the project's own backbones, not {args.backbone}: "
