@@ -101,7 +101,9 @@ def build_classifier(name, num_classes, image_size, weights=None, channels=3, **
         ['backbone', 'head']
     """
     backbone = build_backbone(name, image_size, weights, channels)
-    return attach_head(backbone, num_classes, name=name, **head_options)
+    # A Keras name has no "/" (a `hub:/path/to/preset` backbone): the folder's name stands for it.
+    model_name = name if "/" not in name else "hub_" + Path(name.rstrip("/")).name
+    return attach_head(backbone, num_classes, name=model_name, **head_options)
 
 
 def _build_application(spec, input_shape, weights):

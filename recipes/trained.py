@@ -74,7 +74,13 @@ def uncompiled_copy(network):
     import keras
 
     copy = keras.Model.from_config(network.get_config())
-    copy.set_weights(network.get_weights())
+    if len(copy.weights) != len(network.weights) and any(getattr(layer, "lora_enabled", False)
+                                                         for layer in network._flatten_layers()):
+        from headstart.models import lora
+
+        lora.copy_merged(network, copy)   # LoRA inside KerasHub layers: merged into the kernels
+    else:
+        copy.set_weights(network.get_weights())
     return copy
 
 
