@@ -179,6 +179,9 @@ def _is_legacy_model_file(path):
 
 
 def _load_model(path):
+    from headstart import models
+
+    models.register_keras_objects(path)   # a KerasHub backbone's layers, if the file has them
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

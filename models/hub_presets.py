@@ -212,3 +212,14 @@ def _read_json(path):
         return data
     except (OSError, ValueError) as error:
         raise UsageError(f"{path} is not a readable KerasHub preset file ({error}); fetch the preset again")
+
+
+def saved_with_hub(path):
+    """Whether the `.keras` file at `path` holds a KerasHub backbone (its config names our hub layers)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return b"headstart.models.hub_backbones" in archive.read("config.json")
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return False

@@ -53,7 +53,7 @@ def targets(backbone, pattern=None):
     """
     layers = dense_layers(backbone)
     if not layers:
-        raise ValueError(f"{backbone.name} has no Dense or EinsumDense layers to adapt (a convolutional backbone: "
+        raise ValueError(f"the backbone has no Dense or EinsumDense layers to adapt (a convolutional backbone: "
                          "Keras 3 has LoRA only for dense layers); fine-tune it without LoRA")
     pattern = default_pattern(backbone) if pattern is None else pattern
     try:

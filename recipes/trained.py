@@ -274,7 +274,7 @@ def load(path):
     from headstart import models
     from headstart.models.serving import serving_model
 
-    models.register_keras_objects()
+    models.register_keras_objects(folder / (MODEL_FILE if (folder / MODEL_FILE).is_file() else NETWORK_FILE))
     if (folder / MODEL_FILE).is_file():
         serving = keras.saving.load_model(folder / MODEL_FILE, compile=False)
     else:   # a run made before model.keras: assemble it
