@@ -12,7 +12,8 @@ before anything imports TensorFlow, so a mistake is answered in a fraction of a 
 Names: `keras.applications` models keep Keras' names in lower case with underscores
 (`mobilenet_v2`, `efficientnet_b0`, `efficientnet_v2_s`, `resnet50_v2`, `convnext_tiny`);
 the project's own keep their `headstart.models.registry` names (`resnet8`, `resnet20`, `cnn`,
-`autoencoder_conv`). Where both have a name, `resnet50`, Keras' ImageNet ResNet-50 wins
+`autoencoder_conv`); KerasHub presets are `hub:PRESET` or `hub:/path/to/preset`
+(`headstart.models.hub_presets`, also Keras-free). Where both have a name, `resnet50`, Keras' ImageNet ResNet-50 wins
 and the project's own ResNet-50 preset is not offered as a backbone (it stays available
 as `headstart.models.create_model("resnet50")`).
 """

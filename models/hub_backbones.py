@@ -15,8 +15,11 @@ without its weights) and re-expressed as a flat Functional model named `"backbon
   (`transformer_block_1` ...), the final layer norm and the class token: the blocks are the
   transformer layers, the output the class token's vector.
 
-The layers are KerasHub's own objects (weights shared, not copied), so a `.keras` file of
-the model loads wherever KerasHub is installed.
+The conv families' layers are KerasHub's own objects (weights shared, not copied); ViT's patch
+embedding and transformer blocks are copies, with the preset's weights, in subclasses whose
+`from_config` takes what KerasHub 0.32's `get_config` writes (see `_loadable`). A `.keras`
+file of the model loads wherever KerasHub is installed, once this module is imported
+(`headstart.models.register_keras_objects(path)` does it for a file that needs it).
 
     backbone = build(hub_presets.resolve("hub:/path/to/preset"), image_size=32, weights="preset")
 """
