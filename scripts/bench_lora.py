@@ -13,10 +13,10 @@ budgets, through `headstart.recipes.engine.fine_tune`:
   query / value projections (`headstart.models.lora`), the rest frozen.
 
 Reported per method: trainable parameters in the second phase, the median time of a
-training step of the second phase (timed after training on one fixed batch, first calls
-dropped), the process's peak resident memory and its growth while fine-tuning (both phases)
-(`ru_maxrss` against the resident memory before it), and the test accuracy reached; with the
-LoRA / full ratios. Results and the command go in BENCHMARKS.md.
+training step of the second phase (`step_times`: both in this process, in rotated rounds on
+one fixed batch, first calls dropped), each fine-tuning process's peak resident memory and
+its growth while fine-tuning, both phases (`ru_maxrss` against the resident memory before),
+the test accuracy reached and the best validation loss; with the LoRA / full ratios. Results and the command go in BENCHMARKS.md.
 """
 
 import argparse
@@ -31,6 +31,7 @@ import time
 
 VIT = dict(image_shape=(32, 32, 3), patch_size=8, num_layers=4, num_heads=4, hidden_dim=64, mlp_dim=128)
 IMAGE_SIZE = 32
+METHODS = ["full", "lora"]
 
 
 def build(num_classes):
@@ -84,21 +85,45 @@ def child(args):
                               options=engine.TrainingOptions(progress="quiet", patience=100))
     peak = peak_rss_mb()
     trainable = freezing.trainable_summary(model).trainable_parameters   # as the second phase left it
-    images, labels = next(iter(splits.train))
-    for _ in range(3):   # tracing and the first runs
-        model.train_on_batch(images, labels)
-    times = []
-    for _ in range(args.timed_steps):
-        start = time.perf_counter()
-        model.train_on_batch(images, labels)
-        times.append(time.perf_counter() - start)
-    print(json.dumps({"trainable": int(trainable), "total": int(model.count_params()),
-                      "step_ms": 1000 * statistics.median(times), "peak_rss_mb": peak,
+    print(json.dumps({"trainable": int(trainable), "total": int(model.count_params()), "peak_rss_mb": peak,
                       "rss_growth_mb": peak - rss_before, "accuracy": result.accuracy,
                       "seconds": sum(phase["seconds"] for phase in result.phases[-1:]),
                       # Which phase's weights the run ended with (the best val_loss of both).
                       "best_phase": result.best.get("phase"), "best_val_loss": result.best.get("value"),
                       "head_val_loss": min(row["val_loss"] for row in result.history if row["phase"] == "head")}))
+
+
+def step_times(args, weights):
+    """Median second-phase training step of each method, in this one process: both models
+    compiled as the engine compiles them, trained on one fixed batch in rotated rounds (the
+    first calls, which trace, dropped), so the machine's changing load falls on both alike."""
+    from headstart.models import lora
+    from headstart.recipes import engine
+
+    splits = load("target", args.labels_per_class, args.seed)
+    images, labels = next(iter(splits.train))
+    models = {}
+    for method in METHODS:
+        model = build(splits.num_classes)
+        model.get_layer("backbone").load_weights(weights)
+        if method == "lora":
+            lora.adapt(model.get_layer("backbone"), args.rank, args.alpha)
+            lora.train_adapters(model)
+        else:
+            engine.train_head_and_backbone(model)
+        engine.compile_model(model, learning_rate=args.finetune_lr, weight_decay=1e-4, num_classes=splits.num_classes)
+        for _ in range(3):
+            model.train_on_batch(images, labels)
+        models[method] = model
+    times = {method: [] for method in METHODS}
+    for round_index in range(args.rounds):
+        order = METHODS[round_index % 2:] + METHODS[:round_index % 2]
+        for method in order:
+            for _ in range(args.timed_steps):
+                start = time.perf_counter()
+                models[method].train_on_batch(images, labels)
+                times[method].append(time.perf_counter() - start)
+    return {method: 1000 * statistics.median(values) for method, values in times.items()}
 
 
 def main():
@@ -110,7 +135,8 @@ def main():
     parser.add_argument("--head-steps", type=int, default=200)
     parser.add_argument("--finetune-steps", type=int, default=300)
     parser.add_argument("--finetune-lr", type=float, default=1e-3)
-    parser.add_argument("--timed-steps", type=int, default=30)
+    parser.add_argument("--timed-steps", type=int, default=20, help="timed steps per method per round")
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--child", choices=("full", "lora"), help=argparse.SUPPRESS)
     parser.add_argument("--weights", help=argparse.SUPPRESS)
@@ -132,6 +158,8 @@ def main():
             output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
             results[method] = json.loads(output.strip().splitlines()[-1])
             print(f"{method}: {results[method]}", flush=True)
+        for method, value in step_times(args, weights).items():
+            results[method]["step_ms"] = value
 
     full, low = results["full"], results["lora"]
     print(f"\nViT {VIT['num_layers']} layers, hidden {VIT['hidden_dim']}, {IMAGE_SIZE} px, patch {VIT['patch_size']} "
