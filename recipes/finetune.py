@@ -140,7 +140,7 @@ def validate(args, recipe="finetune"):
     if isinstance(args.unfreeze, str) and args.unfreeze.isdigit():
         args.unfreeze = options.check_positive_int(int(args.unfreeze), "--unfreeze")
     layer_rate_options.parse(args)
-    lora_options.parse(args)
+    lora_options.parse(args, recipe)
     # The data options first: their checks need no TensorFlow. The size is the backbone's
     # default when not given, known only below; any valid size checks the rest the same.
     data.check_source(args.data, data_dir=args.data_dir, classes=args.classes, batch_size=args.batch_size,

@@ -27,14 +27,18 @@ def add_arguments(parser):
                             "attention query and value projections, or every Dense layer when there are none")
 
 
-def parse(args):
-    """The checks that need no backbone (no TensorFlow)."""
+def parse(args, recipe="finetune"):
+    """The checks that need no backbone (no TensorFlow). `recipe`: the verb whose options these are
+    (`tune` and `lr-find` take finetune's options, but train no LoRA phase)."""
     # Verbs that share finetune's checks without these options (lr-find) have no LoRA.
     rank, alpha, pattern = (getattr(args, key, None) for key in ("lora_rank", "lora_alpha", "lora_layers"))
     if rank is None:
         if alpha is not None or pattern is not None:
             raise UsageError("--lora-alpha and --lora-layers need --lora-rank R (the LoRA rank, e.g. 4)")
         return
+    if recipe != "finetune":
+        raise UsageError(f"--lora-rank is for headstart finetune: {recipe} does not train a LoRA phase; "
+                         "drop --lora-rank (and --lora-alpha, --lora-layers)")
     if rank < 1:
         raise UsageError(f"--lora-rank must be 1 or more (the rank of the LoRA matrices, e.g. 4), got {rank}")
     if alpha is not None and (not math.isfinite(alpha) or alpha <= 0):

@@ -176,6 +176,7 @@ CASES = [
     case("finetune --lora-rank 0", "--lora-rank", "1 or more"),
     case("finetune --lora-alpha 4", "--lora-rank"),
     case("finetune --lora-rank 2 --unfreeze stage3", "--lora-rank", "drop --unfreeze"),
+    case("tune --lora-rank 2", "--lora-rank is for headstart finetune", "drop --lora-rank"),
     case("finetune --backbone hub:./vit --lora-rank 2 --lora-layers nothing", "matches none", "query, value",
          setup=tiny_vit_preset, needs_tf="layer paths are read off the backbone, built bare from the preset's config"),
     case("finetune --backbone hub:./resnet --image-size 32 --lora-rank 2", "no Dense or EinsumDense layers",
