@@ -18,7 +18,9 @@ paper's choice), else every `Dense` layer (an MLP). Convolutions have no LoRA in
 a backbone without dense layers to adapt is refused.
 """
 
+import os
 import re
+from pathlib import Path
 
 import h5py
 import keras
@@ -30,7 +32,7 @@ ADAPTER_FILE = "lora.weights.h5"
 
 
 def dense_layers(backbone):
-    """{path: layer} of every `Dense` / `EinsumDense` layer inside `backbone`, bottom to top."""
+    """{path: layer} of every `Dense` / `EinsumDense` layer inside `backbone`."""
     found = {}
     for layer in backbone._flatten_layers(include_self=False):   # every nested layer, the way Keras walks them
         if isinstance(layer, (keras.layers.Dense, keras.layers.EinsumDense)):
@@ -107,14 +109,24 @@ def train_adapters(model):
 
 
 def save_adapter(backbone, path):
-    """Write only the LoRA matrices, keyed by layer path, with each layer's rank and alpha."""
-    with h5py.File(path, "w") as file:
-        for layer in backbone._flatten_layers():
-            if getattr(layer, "lora_enabled", False):
-                group = file.create_group(layer.path)
-                group.attrs["rank"], group.attrs["alpha"] = int(layer.lora_rank), float(layer.lora_alpha)
-                group["lora_kernel_a"] = np.asarray(layer.lora_kernel_a)
-                group["lora_kernel_b"] = np.asarray(layer.lora_kernel_b)
+    """Write only the LoRA matrices, keyed by layer path, with each layer's rank and alpha.
+
+    Written to a temporary name first, then moved into place: a run's files are whole or absent.
+    """
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with h5py.File(temporary, "w") as file:
+            for layer in backbone._flatten_layers():
+                if getattr(layer, "lora_enabled", False):
+                    group = file.create_group(layer.path)
+                    group.attrs["rank"], group.attrs["alpha"] = int(layer.lora_rank), float(layer.lora_alpha)
+                    group["lora_kernel_a"] = np.asarray(layer.lora_kernel_a)
+                    group["lora_kernel_b"] = np.asarray(layer.lora_kernel_b)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
     return path
 
 
