@@ -204,8 +204,8 @@ def test_finetune_a_hub_backbone_offline_a_few_steps(presets, family, tmp_path, 
     monkeypatch.setattr(network, "is_online", lambda *args, **kwargs: False)
     monkeypatch.chdir(tmp_path)
     status = main(["finetune", "--backbone", f"hub:{presets[family][0]}", "--image-size", "32", "--steps", "3",
-                   "--finetune-steps", "3", "--no-baselines", "--name", family, "--unfreeze",
-                   "transformer_block_2" if family == "vit" else "stack1"])
+                   "--finetune-steps", "3", "--no-baselines", "--name", family, "--layer-decay", "0.5",
+                   "--unfreeze", "transformer_block_2" if family == "vit" else "stack1"])
     assert status == 0
     out = capsys.readouterr().out
     assert "weights preset" in out and out.count("finetune  epoch") == 3
