@@ -113,6 +113,14 @@ def test_the_saved_adapter_applied_to_a_fresh_base_gives_the_same_outputs(tmp_pa
     model = vit_classifier(alpha=4)
     randomize_adapters(model)
     lora.save_adapter(model.get_layer("backbone"), tmp_path / lora.ADAPTER_FILE)
+    import h5py
+
+    datasets = []
+    with h5py.File(tmp_path / lora.ADAPTER_FILE) as file:
+        file.visititems(lambda name, item: datasets.append(name) if isinstance(item, h5py.Dataset) else None)
+    # The adapter alone: two matrices per adapted layer, nothing of the base.
+    assert sorted(datasets) == sorted(f"transformer_block_{b}/mha/{p}/lora_kernel_{m}" for b in (1, 2)
+                                      for p in ("query", "value") for m in "ab")
     fresh = vit_classifier(rank=None)   # the same seed: the same base and head weights, no LoRA
     batch = images() / 255.0
     assert not np.allclose(np.asarray(fresh(batch)), np.asarray(model(batch)), atol=1e-4)
