@@ -13,7 +13,8 @@ initializers, regularizers, `LayerRateOptimizer`, the one-cycle schedule and the
 smoothed cross-entropy, the serving layers). They are registered by importing
 this package when Keras is already imported, by the first use of any builder here
 (`models.create_model`, `models.build_resnet`, ...), by importing
-`headstart.models.backbones`, or explicitly with `models.register_keras_objects()`.
+`headstart.models.backbones`, or explicitly with `models.register_keras_objects()`
+(`register_keras_objects(path)` also registers the KerasHub backbone layers when the file has them).
 """
 
 import importlib
@@ -40,11 +41,21 @@ _REGISTERING = ("headstart.models.initializers", "headstart.models.regularizers"
 __all__ = sorted([*_SUBMODULES, *_EXPORTS, "register_keras_objects"])
 
 
-def register_keras_objects():
+def register_keras_objects(path=None):
     """Register the project's Keras objects, so `keras.saving.load_model` can rebuild any model saved
-    with them (imports Keras)."""
+    with them (imports Keras).
+
+    With `path`, a `.keras` file about to be loaded: when it holds a KerasHub backbone
+    (`headstart.models.hub_backbones`), that module too. It imports KerasHub (a second more), so
+    only for files that need it.
+    """
     for module_name in _REGISTERING:
         importlib.import_module(module_name)
+    if path is not None:
+        from headstart.models import hub_presets
+
+        if hub_presets.saved_with_hub(path):
+            importlib.import_module("headstart.models.hub_backbones")
 
 
 def __getattr__(name):

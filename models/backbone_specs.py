@@ -12,7 +12,8 @@ before anything imports TensorFlow, so a mistake is answered in a fraction of a 
 Names: `keras.applications` models keep Keras' names in lower case with underscores
 (`mobilenet_v2`, `efficientnet_b0`, `efficientnet_v2_s`, `resnet50_v2`, `convnext_tiny`);
 the project's own keep their `headstart.models.registry` names (`resnet8`, `resnet20`, `cnn`,
-`autoencoder_conv`). Where both have a name, `resnet50`, Keras' ImageNet ResNet-50 wins
+`autoencoder_conv`); KerasHub presets are `hub:PRESET` or `hub:/path/to/preset`
+(`headstart.models.hub_presets`, also Keras-free). Where both have a name, `resnet50`, Keras' ImageNet ResNet-50 wins
 and the project's own ResNet-50 preset is not offered as a backbone (it stays available
 as `headstart.models.create_model("resnet50")`).
 """
@@ -26,6 +27,8 @@ from pathlib import Path
 from headstart.recipes.errors import UsageError
 
 IMAGENET = "imagenet"
+HUB = "hub"             # the family of `hub:PRESET` backbones (headstart.models.hub_presets)
+PRESET = "preset"       # --weights preset: a hub backbone's own weights
 MODEL_FILE_SUFFIXES = (".keras",)
 WEIGHTS_FILE_SUFFIXES = (".weights.h5", ".h5")
 OWN = "own"
@@ -90,6 +93,7 @@ class BackboneSpec:
     imagenet_sizes: tuple[int, ...] = ()
     size_multiple: int = 1
     preprocess_module: str | None = None
+    hub_preset: object = None   # a `hub_presets.HubPreset` for `hub:` backbones
 
     @property
     def preprocess(self):
@@ -216,13 +220,28 @@ def own_backbones():
 
 
 def get_spec(name):
-    """The `BackboneSpec` of `name`; an unknown name raises `UsageError` with close matches."""
+    """The `BackboneSpec` of `name`; an unknown name raises `UsageError` with close matches.
+
+    A `hub:PRESET` name is resolved by `headstart.models.hub_presets` (a preset that is
+    unknown, of another task, or neither here nor downloadable raises `UsageError`).
+    """
+    if isinstance(name, str) and name.startswith("hub:"):
+        return _hub_spec(name)
     if name in _SPECS:
         return _SPECS[name]
     close = difflib.get_close_matches(str(name), list(_SPECS), n=3, cutoff=0.6)
     hint = (f"did you mean {' or '.join(close)}? (`headstart list backbones` lists all)" if close
             else f"known backbones: {', '.join(_SPECS)}")
     raise UsageError(f"Unknown backbone; {hint}. Received: backbone={name!r}")
+
+
+def _hub_spec(name):
+    from headstart.models import hub_presets
+
+    preset = hub_presets.resolve(name)
+    fixed = preset.image_size   # a ViT takes only its preset's size (its position embeddings)
+    return BackboneSpec(name=name, family=HUB, min_size=fixed or 32, default_size=fixed or 224, max_size=fixed,
+                        channels=(3,), hub_preset=preset)
 
 
 # ## Checks that cost no model building (and no Keras import)
@@ -258,9 +277,15 @@ def check_backbone_options(name, image_size, weights=None, channels=None):
     if channels is not None and channels not in spec.channels:
         raise UsageError(f"{name} takes images with {' or '.join(map(str, spec.channels))} channels "
                          f"(keras.applications need RGB). Received: channels={channels!r}")
+    if spec.family == HUB:
+        if weights == IMAGENET:
+            raise UsageError(f"{name} is a KerasHub preset: its pretrained weights are --weights preset "
+                             "(or none, or a file). Received: weights='imagenet'")
+    elif weights == PRESET:
+        raise UsageError(f"--weights preset is for KerasHub backbones (--backbone hub:PRESET), not {name}")
     if weights == IMAGENET:
         _check_imagenet_available(spec, image_size)
-    elif weights is not None:
+    elif weights is not None and weights != PRESET:
         _check_weights_file(weights)
     return spec
 

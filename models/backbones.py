@@ -31,7 +31,7 @@ import keras
 # Importing these registers the project's layers, initializers, regularizers and
 # LayerRateOptimizer with Keras, so the `.keras` files `--weights` names can be loaded.
 from headstart.models import initializers, layer_rates, regularizers, resnet  # noqa: F401
-from headstart.models.backbone_specs import (IMAGENET, MODEL_FILE_SUFFIXES, OWN, WEIGHTS_FILE_SUFFIXES,  # noqa: F401
+from headstart.models.backbone_specs import (HUB, IMAGENET, MODEL_FILE_SUFFIXES, OWN, PRESET, WEIGHTS_FILE_SUFFIXES,  # noqa: F401
                                              BackboneSpec, check_backbone_options, get_spec,
                                              imagenet_unavailable_message, list_backbones, own_backbones,
                                              scale_to_unit_interval, weights_cache_dir)
@@ -73,9 +73,13 @@ def build_backbone(name, image_size, weights=None, channels=3):
     input_shape = (image_size, image_size, channels)
     if spec.family == OWN:
         backbone = _build_own(spec, input_shape)
+    elif spec.family == HUB:
+        from headstart.models import hub_backbones   # imports KerasHub: only for hub backbones
+
+        backbone = hub_backbones.build(spec.hub_preset, image_size, weights if weights == PRESET else None)
     else:
         backbone = _build_application(spec, input_shape, weights if weights == IMAGENET else None)
-    if weights is not None and weights != IMAGENET:
+    if weights is not None and weights not in (IMAGENET, PRESET):
         _load_weights_file(backbone, Path(weights), spec, input_shape)
     return backbone
 
@@ -97,7 +101,9 @@ def build_classifier(name, num_classes, image_size, weights=None, channels=3, **
         ['backbone', 'head']
     """
     backbone = build_backbone(name, image_size, weights, channels)
-    return attach_head(backbone, num_classes, name=name, **head_options)
+    # A Keras name has no "/" (a `hub:/path/to/preset` backbone): the folder's name stands for it.
+    model_name = name if "/" not in name else "hub_" + Path(name.rstrip("/")).name
+    return attach_head(backbone, num_classes, name=model_name, **head_options)
 
 
 def _build_application(spec, input_shape, weights):
@@ -173,6 +179,9 @@ def _is_legacy_model_file(path):
 
 
 def _load_model(path):
+    from headstart import models
+
+    models.register_keras_objects(path)   # a KerasHub backbone's layers, if the file has them
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

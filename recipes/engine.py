@@ -20,6 +20,7 @@ import tensorflow as tf
 from headstart.callbacks import EarlyStopping, GradientLogger, GradualUnfreezing, HistoryWriter, ProgressLogger
 from headstart.callbacks.history_writer import write_history
 from headstart.models import losses, schedules
+from headstart.models import lora as lora_module
 from headstart.models.freezing import freeze, unfreeze
 from headstart.models.layer_rates import with_layer_rates
 from headstart.recipes import distribution
@@ -644,7 +645,7 @@ def train_head_and_backbone(model, unfreeze_layers="all", batch_norm="frozen"):
 def fine_tune(build_model, data, *, learning_rate, finetune_learning_rate, head_epochs=0, finetune_epochs=0,
               unfreeze_layers="all", batch_norm="frozen", layer_decay=None, lr_groups=None,
               gradual_unfreeze=None, head_steps=None, finetune_steps=None, schedule="constant", warmup=None,
-              options=None, **kwargs):
+              lora=False, options=None, **kwargs):
     """Two phases: the head on a frozen backbone, then the unfrozen part of the backbone too.
 
     Args:
@@ -672,6 +673,9 @@ def fine_tune(build_model, data, *, learning_rate, finetune_learning_rate, head_
             or `"onecycle"` (`headstart.models.schedules`). Defaults to `"constant"`.
         warmup: the fraction of each phase's steps that warms up. Defaults to `None`
             (the schedule's own default).
+        lora: phase 2 is `lora` instead: the head and only the LoRA matrices of a backbone
+            adapted with `headstart.models.lora.adapt` train (`unfreeze_layers` unused).
+            Defaults to `False`.
         options: `TrainingOptions`.
     """
     def head_and_backbone(model):
@@ -690,6 +694,7 @@ def fine_tune(build_model, data, *, learning_rate, finetune_learning_rate, head_
 
     shape = dict(schedule=schedule, warmup=warmup)
     phases = [Phase("head", head_epochs, learning_rate, train_head_only, head_only=True, steps=head_steps, **shape),
-              Phase("finetune", finetune_epochs, finetune_learning_rate, head_and_backbone,
+              Phase("lora" if lora else "finetune", finetune_epochs, finetune_learning_rate,
+                    lora_module.train_adapters if lora else head_and_backbone,
                     layer_rates=rates, callbacks=unfreezing, steps=finetune_steps, **shape)]
     return run_phases(build_model, data, phases, options, **kwargs)

@@ -15,7 +15,7 @@ history.png, tensorboard/ (and scratch/ when comparing with training from scratc
 
 import argparse
 
-from headstart.recipes import layer_rate_options, options, resume
+from headstart.recipes import layer_rate_options, lora_options, options, resume
 from headstart.recipes.errors import UsageError
 
 # ## Defaults: the offline transfer demo (digits 0-4 -> digits 5-9, few labels).
@@ -52,8 +52,9 @@ def add_arguments(parser):
     group = parser.add_argument_group("model")
     group.add_argument("--backbone", default=BACKBONE, help=f"see `headstart list backbones`. Default: {BACKBONE}")
     group.add_argument("--weights", default=WEIGHTS,
-                       help="'imagenet', a .keras/.weights.h5/.h5 file, 'none', or 'digits-source' (the "
-                            f"project's own backbone pretrained on digits 0-4). Default: {WEIGHTS}")
+                       help="'imagenet', 'preset' (a --backbone hub:PRESET's own weights), a .keras/.weights.h5/.h5 "
+                            "file, 'none', or 'digits-source' (the project's own backbone pretrained on digits 0-4). "
+                            f"Default: {WEIGHTS}, and preset for a hub: backbone")
     group.add_argument("--pretrain-epochs", type=int, default=PRETRAIN_EPOCHS,
                        help="with --weights digits-source: epochs of the one-time pretraining. "
                             f"Default: {PRETRAIN_EPOCHS}")
@@ -100,6 +101,7 @@ def add_arguments(parser):
                        help="also train the same network from scratch on the same data and print both. "
                             "Default: on with --weights digits-source")
     layer_rate_options.add_arguments(parser)
+    lora_options.add_arguments(parser)
     options.add_run_arguments(parser)
     resume.add_argument(parser)
 
@@ -138,6 +140,7 @@ def validate(args, recipe="finetune"):
     if isinstance(args.unfreeze, str) and args.unfreeze.isdigit():
         args.unfreeze = options.check_positive_int(int(args.unfreeze), "--unfreeze")
     layer_rate_options.parse(args)
+    lora_options.parse(args, recipe)
     # The data options first: their checks need no TensorFlow. The size is the backbone's
     # default when not given, known only below; any valid size checks the rest the same.
     data.check_source(args.data, data_dir=args.data_dir, classes=args.classes, batch_size=args.batch_size,
@@ -146,6 +149,8 @@ def validate(args, recipe="finetune"):
     from headstart.models import backbone_specs   # the registry alone: no Keras, so no TensorFlow yet
 
     spec = backbone_specs.get_spec(args.backbone)
+    if spec.family == backbone_specs.HUB and args.weights == WEIGHTS:
+        args.weights = backbone_specs.PRESET   # the default weights: for a hub backbone, its preset's own
     args.image_size = args.image_size or spec.default_size
     if args.weights == "digits-source" and spec.family != backbone_specs.OWN:
         raise UsageError(f"--weights digits-source needs one of the project's own backbones, not {args.backbone}: "
@@ -155,6 +160,7 @@ def validate(args, recipe="finetune"):
     if args.unfreeze != "all":
         check_unfreeze(args)
     layer_rate_options.validate(args)
+    lora_options.validate(args)
     if args.compare_scratch is None:
         args.compare_scratch = args.weights == "digits-source"
     if getattr(args, "resume", False):   # lr-find shares these checks but has no --resume
@@ -271,6 +277,7 @@ def model_and_data(args, strategy=None):
     with strategy.scope() if strategy is not None else contextlib.nullcontext(), precision_of(args):
         model = backbones.build_classifier(args.backbone, splits.num_classes, args.image_size, weights=weights,
                                            dropout=args.dropout, hidden_units=args.head_units)
+        lora_options.adapt(model, args)   # before L2-SP: its anchors are the base weights either way
         if args.regularizer == "l2sp":
             regularize_towards_pretrained(model, args.l2sp_alpha, args.l2sp_beta)
         weight_decay_as_l2(model, args)
@@ -342,9 +349,11 @@ def finetune(args):
                                       feature_cache=args.feature_cache, cache_dir=args.cache_dir,
                                       **options.training_tools(args, splits))
     tuned_finetune = bool(args.finetune_epochs or args.finetune_steps)
+    second = (f"phase lora ({budget_words(args.finetune_epochs, args.finetune_steps)}, LoRA rank {args.lora_rank} "
+              "on the backbone, the head fully)" if args.lora_rank is not None else
+              f"phase finetune ({budget_words(args.finetune_epochs, args.finetune_steps)}, --unfreeze {args.unfreeze})")
     options.say(args, f"fine-tuning {args.backbone}: phase head ({budget_words(args.epochs, args.steps)}, backbone "
-                      "frozen)" + (f", then phase finetune ({budget_words(args.finetune_epochs, args.finetune_steps)}, "
-                                   f"--unfreeze {args.unfreeze})" if tuned_finetune else "")
+                      "frozen)" + (f", then {second}" if tuned_finetune else "")
                       + (f"; {args.schedule} schedule" if args.schedule != "constant" else ""))
     shape = dict(schedule=args.schedule, warmup=args.warmup)
     with resume.keeping_best_on_divergence(run_dir):
@@ -353,8 +362,12 @@ def finetune(args):
             head_steps=args.steps, finetune_steps=args.finetune_steps,
             learning_rate=args.lr, finetune_learning_rate=args.finetune_lr, unfreeze_layers=args.unfreeze,
             batch_norm=args.batch_norm, layer_decay=args.layer_decay, lr_groups=args.lr_groups,
-            gradual_unfreeze=args.gradual_unfreeze, options=training, strategy=strategy, run_dir=run_dir,
-            checkpoint_dir=run_dir.file("checkpoint"), **shape)}
+            gradual_unfreeze=args.gradual_unfreeze, lora=args.lora_rank is not None, options=training,
+            strategy=strategy, run_dir=run_dir, checkpoint_dir=run_dir.file("checkpoint"), **shape)}
+    if args.lora_rank is not None:
+        from headstart.models import lora
+
+        lora.save_adapter(results["transfer"].model.get_layer("backbone"), run_dir.file(lora.ADAPTER_FILE))
     config = run_config(args, recipe="finetune", weights_resolved=weights, class_names=splits.class_names)
     model_info = trained.describe("finetune", splits, args.backbone, backbones.get_spec(args.backbone).preprocess_module)
 
@@ -418,7 +431,8 @@ def baselines_of(args, splits, model):
 
 
 def results_table(results, args, baseline_results=None):
-    labels = {"transfer": f"transfer ({args.backbone}, weights {args.weights}, two-phase)",
+    second = f"head then LoRA rank {args.lora_rank}" if getattr(args, "lora_rank", None) else "two-phase"
+    labels = {"transfer": f"transfer ({args.backbone}, weights {args.weights}, {second})",
               "scratch": f"scratch (same {args.backbone}, random init)"}
     lines = ["| model | accuracy | phases (epochs run, steps, time) |", "|---|---|---|"]
     for method, result in results.items():

@@ -74,7 +74,13 @@ def uncompiled_copy(network):
     import keras
 
     copy = keras.Model.from_config(network.get_config())
-    copy.set_weights(network.get_weights())
+    if len(copy.weights) != len(network.weights) and any(getattr(layer, "lora_enabled", False)
+                                                         for layer in network._flatten_layers()):
+        from headstart.models import lora
+
+        lora.copy_merged(network, copy)   # LoRA inside KerasHub layers: merged into the kernels
+    else:
+        copy.set_weights(network.get_weights())
     return copy
 
 
@@ -268,7 +274,7 @@ def load(path):
     from headstart import models
     from headstart.models.serving import serving_model
 
-    models.register_keras_objects()
+    models.register_keras_objects(folder / (MODEL_FILE if (folder / MODEL_FILE).is_file() else NETWORK_FILE))
     if (folder / MODEL_FILE).is_file():
         serving = keras.saving.load_model(folder / MODEL_FILE, compile=False)
     else:   # a run made before model.keras: assemble it

@@ -130,11 +130,16 @@ def test_list_backbones_prints_the_registry_without_tensorflow():
                            "print('TF' if 'tensorflow' in sys.modules else 'noTF'); sys.exit(status)")
     lines = output.splitlines()
     assert lines[-1] == "noTF"
-    rows = {line.split()[0]: line.split()[1:] for line in lines[1:-1]}
+    registry, _, hub = "\n".join(lines[:-1]).partition("\n\n")   # the registry, then the KerasHub families
+    rows = {line.split()[0]: line.split()[1:] for line in registry.splitlines()[1:]}
     assert list(rows) == backbones.list_backbones()
     for name, (family, min_size, default_size) in rows.items():
         spec = get_spec(name)
         assert (family, int(min_size), int(default_size)) == (spec.family, spec.min_size, spec.default_size)
+    from headstart.models import hub_presets
+
+    hub_rows = [line.split() for line in hub.splitlines()[2:]]
+    assert hub_rows == [[family, kind, str(count)] for family, kind, count in hub_presets.families()]
 
 
 def test_backbones_builds_from_the_registry_table():

@@ -18,6 +18,7 @@ points to an empty folder.
 import concurrent.futures
 import dataclasses
 import hashlib
+import json
 import os
 import re
 import shlex
@@ -80,6 +81,30 @@ def corrupt_weights(folder):
     (folder / "bad.keras").write_bytes(b"this is not a zip archive")
 
 
+def _preset_config(folder, backbone_class, config):
+    """A KerasHub preset folder with only its config.json (what validation reads; no weights)."""
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"module": "keras_hub.src.models", "class_name": backbone_class,
+                                                    "registered_name": f"keras_hub>{backbone_class}",
+                                                    "config": config}))
+
+
+def tiny_vit_preset(folder):
+    _preset_config(folder / "vit", "ViTBackbone", {"image_shape": [32, 32, 3], "patch_size": 8, "num_layers": 1,
+                                                   "num_heads": 2, "hidden_dim": 8, "mlp_dim": 8})
+
+
+def tiny_resnet_preset(folder):
+    _preset_config(folder / "resnet", "ResNetBackbone", {
+        "input_conv_filters": [64], "input_conv_kernel_sizes": [3], "stackwise_num_filters": [64],
+        "stackwise_num_blocks": [1], "stackwise_num_strides": [1], "block_type": "basic_block",
+        "image_shape": [None, None, 3]})
+
+
+def empty_preset_folder(folder):
+    (folder / "preset").mkdir()
+
+
 def existing_run(recipe):
     def make(folder):
         run = folder / "runs" / recipe / "old"
@@ -138,6 +163,25 @@ CASES = [
     case("finetune --layer-decay 1.5", "--layer-decay", "(0, 1]"),
     case("finetune --lr-groups stage3", "--lr-groups", "GROUP=MULTIPLIER"),
     case("finetune --gradual-unfreeze 0", "--gradual-unfreeze", "1 or more"),
+
+    # ## finetune: KerasHub presets and LoRA
+    case("finetune --backbone hub:vit_base_patch16_224_imagenett", "Unknown KerasHub preset", "did you mean",
+         "vit_base_patch16_224_imagenet"),
+    case("finetune --backbone hub:bert_base_en", "bert preset", "does not fine-tune", "image classification"),
+    case("finetune --backbone hub:./preset", "no config.json", "save_to_preset", setup=empty_preset_folder),
+    case("finetune --backbone hub:vit_base_patch16_224_imagenet", "not cached and cannot be downloaded",
+         "on a machine with internet", "KAGGLEHUB_CACHE", "hub:/path/to/preset"),
+    case("finetune --backbone hub:./vit --image-size 64", "at most 32x32", setup=tiny_vit_preset),
+    case("finetune --backbone resnet8 --weights preset", "--weights preset", "KerasHub"),
+    case("finetune --lora-rank 0", "--lora-rank", "1 or more"),
+    case("finetune --lora-alpha 4", "--lora-rank"),
+    case("finetune --lora-rank 2 --unfreeze stage3", "--lora-rank", "drop --unfreeze"),
+    case("tune --lora-rank 2", "--lora-rank is for headstart finetune", "drop --lora-rank"),
+    case("finetune --backbone hub:./vit --lora-rank 2 --lora-layers nothing", "matches none", "query, value",
+         setup=tiny_vit_preset, needs_tf="layer paths are read off the backbone, built bare from the preset's config"),
+    case("finetune --backbone hub:./resnet --image-size 32 --lora-rank 2", "no Dense or EinsumDense layers",
+         "LoRA only for dense layers", setup=tiny_resnet_preset,
+         needs_tf="the dense layers are read off the backbone, built bare from the preset's config"),
 
     # ## finetune: unknown names, missing files
     case("finetune --backbone resnet9", "Unknown backbone", "did you mean", "resnet8", "headstart list backbones"),
@@ -319,6 +363,7 @@ def run_case(case, folder, keras_home):
         argv = [argv[0], "--runs-dir", "runs", *argv[1:]]  # a later --runs-dir in the case wins
     environment = {key: value for key, value in os.environ.items() if key.lower() != "no_proxy"}
     environment.update(HTTPS_PROXY=CLOSED_PROXY, https_proxy=CLOSED_PROXY, KERAS_HOME=str(keras_home),
+                       KAGGLEHUB_CACHE=str(keras_home),   # an empty cache: no KerasHub preset is here
                        CUDA_VISIBLE_DEVICES="")
     before = snapshot(folder)
     completed = subprocess.run([sys.executable, "-c", DRIVER, *argv], cwd=folder, env=environment,

@@ -18,9 +18,11 @@ How a block runs, the same for every block (nothing below names a README command
 - `headstart VERB ...` runs in-process through `headstart.recipes.cli.main` (its exit status
   and output are those of the command line), with the verb's `TINY` options appended, so
   the real code path runs at a tiny size; `...` in a command ("your other options") is
-  dropped. A `--data ./FOLDER` that does not exist is made: a tiny folder of images.
-- The machine is offline (`network.is_online` answers no, `KERAS_HOME` is empty): a command
-  that needs the internet (`--weights imagenet`, `tfds:`) must fail at once, exit 2, with
+  dropped. A `--data ./FOLDER` that does not exist is made: a tiny folder of images. A
+  `--backbone hub:...` command keeps its own `--image-size` (a ViT preset takes only its own).
+- The machine is offline (`network.is_online` answers no, `KERAS_HOME` and `KAGGLEHUB_CACHE`
+  are empty): a command that needs the internet (`--weights imagenet`, `tfds:`, a KerasHub
+  preset by name, `hub:NAME`) must fail at once, exit 2, with
   the one-line offline message; it runs as written (no tiny options: it must not get as
   far as training).
 - A command whose comment says it is `killed` is interrupted (KeyboardInterrupt, as Ctrl-C)
@@ -83,9 +85,16 @@ TINY_PYTHON = [(re.compile(r"\b(\w*epochs)=\d+"), r"\1=1"), (re.compile(r"\b(\w*
 
 
 def tiny(verb, words):
-    """The verb's TINY options for a command of `words`, in the budget unit the command uses."""
+    """The verb's TINY options for a command of `words`, in the budget unit the command uses.
+
+    A `hub:` backbone keeps the command's image size: a ViT preset takes only its own (its
+    position embeddings), and the README's local presets are tiny already."""
     in_epochs = any(word.split("=")[0] in ("--epochs", "--finetune-epochs") for word in words)
-    return TINY_IN_EPOCHS[verb] if in_epochs and verb in TINY_IN_EPOCHS else TINY.get(verb, [])
+    options = TINY_IN_EPOCHS[verb] if in_epochs and verb in TINY_IN_EPOCHS else TINY.get(verb, [])
+    if any(word.startswith("hub:") for word in words) and "--image-size" in options:
+        at = options.index("--image-size")
+        options = options[:at] + options[at + 2:]
+    return options
 OFFLINE_MESSAGE = ("cannot be downloaded", "on a machine with internet")
 INSTALL = re.compile(r"^(python3? -m venv |\. \S+/bin/activate$|pip install )")
 PLACEHOLDER = re.compile(r"runs/([\w-]+)/NAME/([\w.]+)")
@@ -208,11 +217,14 @@ def offline_in(workspace, monkeypatch):
     monkeypatch.chdir(workspace)
     monkeypatch.setattr(network, "is_online", lambda *args, **kwargs: False)
     monkeypatch.setenv("KERAS_HOME", str(workspace / "keras_home"))
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(workspace / "kagglehub"))   # no KerasHub preset cached
     return workspace
 
 
 def needs_network(argv):
-    return "imagenet" in argv or any(arg.startswith("tfds:") for arg in argv)
+    """`--weights imagenet`, a `tfds:` data set, or a KerasHub preset by name (`hub:NAME`, not a folder)."""
+    return "imagenet" in argv or any(arg.startswith("tfds:") or (arg.startswith("hub:") and "/" not in arg)
+                                     for arg in argv)
 
 
 def fill_placeholders(text, workspace):
