@@ -367,7 +367,12 @@ def check_parity(format, quantize, artifact, model, images, labels, split, verbo
 
     expected = model.probabilities(images)
     with _quiet_native(verbose):
-        got = _run_artifact(format, artifact, images)
+        try:
+            got = _run_artifact(format, artifact, images)
+        except Exception as error:   # a converter can write a graph its own runtime cannot load
+            message = " ".join(str(error).split())[:300]
+            raise ExportRefused(f"the {format} runtime cannot run the converted model ({type(error).__name__}: "
+                                f"{message}); not exported (try another --format)") from error
         encoded = None
         if format == "saved_model":   # the bytes signature too, on lossless PNGs of the same images
             encoded = _saved_model_bytes(artifact, images[:BYTES_PARITY_IMAGES])

@@ -229,3 +229,21 @@ def test_list_backbones_shows_the_hub_families(capsys):
     rows = [line.split() for line in out.splitlines()]
     assert ["vit", "transformer"] == next(row[:2] for row in rows if row and row[0] == "vit")
     assert any(row[:2] == ["efficientnet", "conv"] for row in rows)
+
+
+def test_an_onnx_export_its_runtime_cannot_run_is_refused_in_one_line(presets, tmp_path, monkeypatch, capsys):
+    """tf2onnx writes ViT's exact GELU as `Erfc`, which ONNX Runtime has no kernel for: one line, nothing kept."""
+    from headstart.recipes import export, network
+    from headstart.recipes.cli import main
+
+    monkeypatch.setattr(network, "is_online", lambda *args, **kwargs: False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["finetune", "--backbone", f"hub:{presets['vit'][0]}", "--image-size", "32", "--steps", "1",
+                 "--finetune-steps", "0", "--no-baselines", "--name", "v", "--quiet"]) == 0
+    capsys.readouterr()
+    run = tmp_path / "runs" / "finetune" / "v"
+    before = sorted(path.name for path in run.iterdir())
+    assert main(["export", str(run), "--format", "onnx"]) == export.GATE_EXIT_STATUS
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the onnx runtime cannot run the converted model" in err
+    assert sorted(path.name for path in run.iterdir()) == before
