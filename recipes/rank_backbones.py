@@ -55,13 +55,20 @@ def add_arguments(parser):
     options.add_output_arguments(parser.add_argument_group("output"))
 
 
+HUB_PREFIX = "hub:"   # a KerasHub preset's name is a candidate's, not its weights
+
+
 def candidates(text):
     """[(backbone, weights)] from 'a,b:WEIGHTS'; weights None for the backbone's default."""
     parsed = []
     for item in (part.strip() for part in str(text).split(",")):
         if not item:
             continue
-        backbone, _, weights = item.partition(":")
+        if item.startswith(HUB_PREFIX):   # hub:NAME or hub:NAME:WEIGHTS, the name itself after "hub:"
+            name, _, weights = item[len(HUB_PREFIX):].partition(":")
+            backbone = HUB_PREFIX + name
+        else:
+            backbone, _, weights = item.partition(":")
         parsed.append((backbone, weights or None))
     if not parsed:
         raise UsageError(f"--backbones needs at least one backbone, e.g. resnet8:digits-source,resnet8:none; "
@@ -77,7 +84,8 @@ def candidate_args(args, backbone, weights):
     from headstart.recipes import cli
 
     if weights is None:
-        weights = "digits-source" if backbone_specs.get_spec(backbone).family == backbone_specs.OWN else "imagenet"
+        family = backbone_specs.get_spec(backbone).family
+        weights = {backbone_specs.OWN: "digits-source", backbone_specs.HUB: backbone_specs.PRESET}.get(family, "imagenet")
     return cli.options_for("finetune", backbone=backbone, weights=weights, data=args.data, data_dir=args.data_dir,
                            classes=args.classes, labels_per_class=args.labels_per_class, image_size=args.image_size,
                            batch_size=args.batch_size, seed=args.seed, pretrain_epochs=args.pretrain_epochs,
@@ -95,7 +103,9 @@ def validate(args):
     options.check_positive_int(args.neighbours, "--neighbours")
     parsed = candidates(args.backbones)
     for backbone, _ in parsed:
-        if backbone not in backbone_specs.list_backbones():
+        if backbone.startswith(HUB_PREFIX):
+            backbone_specs.get_spec(backbone)   # the preset found, or one line saying why not
+        elif backbone not in backbone_specs.list_backbones():
             raise UsageError(f"--backbones: unknown backbone {backbone!r}; see `headstart list backbones`")
     per_candidate = []
     for backbone, weights in parsed:

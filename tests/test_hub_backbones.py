@@ -247,3 +247,16 @@ def test_an_onnx_export_its_runtime_cannot_run_is_refused_in_one_line(presets, t
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "the onnx runtime cannot run the converted model" in err
     assert sorted(path.name for path in run.iterdir()) == before
+
+
+def test_rank_backbones_takes_hub_presets_with_and_without_their_weights(presets, tmp_path, monkeypatch, capsys):
+    from headstart.recipes import network
+    from headstart.recipes.cli import main
+
+    monkeypatch.setattr(network, "is_online", lambda *args, **kwargs: False)
+    preset = presets["resnet"][0]
+    status = main(["rank-backbones", "--backbones", f"hub:{preset},hub:{preset}:none", "--image-size", "32",
+                   "--runs-dir", str(tmp_path), "--name", "r", "--quiet"])
+    assert status == 0
+    ranking = json.loads((tmp_path / "rank-backbones" / "r" / "ranking.json").read_text())["ranking"]
+    assert sorted(row["candidate"] for row in ranking) == sorted([f"hub:{preset}:preset", f"hub:{preset}:none"])
