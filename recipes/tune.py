@@ -34,7 +34,7 @@ import time
 from headstart.recipes import finetune, options
 from headstart.recipes.errors import UsageError
 from headstart.recipes.rundir import RunDir, check_run_name, default_run_name, run_path
-from headstart.recipes.tuning import distributed
+from headstart.recipes.tuning import distributed, vectorized
 from headstart.recipes.tuning import space as search_space
 
 # ## Defaults: a search that finishes in minutes on the digits demo, 2 CPU cores.
@@ -63,7 +63,7 @@ FIXED_OPTIONS = ("backbone", "weights", "pretrain_epochs", "data", "data_dir", "
                  "patience", "seed", "deterministic", "strategy", "schedule", "warmup", "class_weight", "ema",
                  "grad_accum", "mixup", "cutmix", "precision")
 # Options a search may change on --resume: they do not change what a trial is.
-RESUMABLE_CHANGES = ("max_trials", "max_consecutive_failures", "verbose", "quiet")
+RESUMABLE_CHANGES = ("max_trials", "max_consecutive_failures", "verbose", "quiet", "population")
 
 
 def add_arguments(parser):
@@ -95,6 +95,10 @@ def add_arguments(parser):
                             f"decay). Default: {WEIGHT_DECAY_KIND}")
     group.add_argument("--max-consecutive-failures", type=int, default=MAX_CONSECUTIVE_FAILURES,
                        help=f"stop the search after this many failed trials in a row. Default: {MAX_CONSECUTIVE_FAILURES}")
+    group.add_argument("--population", type=int, default=None,
+                       help="head-only searches (--finetune-epochs 0) on cached features: train this many trials' "
+                            "heads together in one compiled step (random, bayesian, grid); 1 trains them one at a "
+                            "time. Default: 32 when the search allows it, else 1")
     group.add_argument("--resume", action=argparse.BooleanOptionalAction, default=False,
                        help="continue the interrupted search --name (same options; --max-trials may change)")
     # Constant, not finetune's cosine: Hyperband trains a trial in rounds (epochs [0, 2), then
@@ -121,6 +125,7 @@ def validate(args):
     else:
         check_run_name("tune", args.name, args.runs_dir, args.overwrite, resume=args.resume, shared=shared)
     validate_recipe(args)
+    vectorized.check(args)
     args.name = args.name or default_run_name()
     if args.resume or role == distributed.WORKER:
         check_same_search(args)
@@ -274,7 +279,10 @@ def search(args):
         tf.get_logger().addFilter(lambda record: "triggered tf.function retracing" not in record.getMessage())
     stopped = None
     try:
-        tuner.search(verbose=int(args.verbose))
+        if args.population > 1:
+            vectorized.search(tuner, hypermodel, args)
+        else:
+            tuner.search(verbose=int(args.verbose))
     except RuntimeError as error:
         if "consecutive failures" not in str(error):
             raise
