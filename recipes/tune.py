@@ -145,6 +145,8 @@ def check_search_options(args):
     if args.weight_decay_kind not in ("decoupled", "l2"):
         raise UsageError(f"--weight-decay-kind must be decoupled or l2, got {args.weight_decay_kind!r}")
     options.check_positive_int(args.max_consecutive_failures, "--max-consecutive-failures")
+    if args.population is not None:
+        options.check_positive_int(args.population, "--population")
     if args.compare_scratch:
         raise UsageError("--compare-scratch: a search trains no scratch baseline; use headstart finetune")
     if args.log_gradients:

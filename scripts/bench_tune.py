@@ -1,6 +1,7 @@
 """Benchmark: `headstart tune` on cached features vs. through the frozen backbone, and Hyperband vs. random search.
 
     python scripts/bench_tune.py [--trials 8] [--head-epochs 10] [--max-epochs 9] [--labels-per-class 5] [--seed 0]
+                                 [--population-trials 50] [--population 32] [--parts a,b,c]
 
 In one run, on one task (digits 5-9 with --labels-per-class labelled images per class,
 --backbone pretrained on digits 0-4 by `headstart pretrain`, reused from --runs-dir/pretrain
@@ -16,7 +17,13 @@ when it is there), every search through `headstart.recipes.tune`'s own code with
       gets as many full trials as Hyperband's schedule spends epochs. Prints the best
       val_accuracy each had reached after spending a given number of epochs (all trials'
       epochs run, summed in the order the trials ran), then the final best and total epochs.
-The searches run in a temporary folder that is deleted at the end.
+  (c) a head-only random search of --population-trials trials of --head-epochs epochs on
+      cached features (augmentation off, which caching needs), twice with the same seed:
+      one trial at a time (`--population 1`, keras-tuner's own loop through the engine) and
+      --population heads trained together. Prints trials per minute (whole searches' wall
+      time), the ratio, and each search's best val_accuracy with the spread of val_accuracy
+      over the top five trials.
+--parts picks which of (a), (b), (c) run. The searches run in a temporary folder that is deleted at the end.
 """
 
 import argparse
@@ -116,6 +123,23 @@ def tuner_comparison(folder, args, weights):
               f"({seconds:.0f} s)")
 
 
+def population_comparison(folder, args, weights):
+    settings = dict(tuner="random", max_trials=args.population_trials, epochs=args.head_epochs, finetune_epochs=0,
+                    augment="none")
+    print(f"\n(c) head-only random search, {args.population_trials} trials of {args.head_epochs} epochs on cached "
+          f"features (augmentation off), patience {tune.PATIENCE}, seed {args.seed}")
+    measured = {}
+    for label, population in (("one at a time", 1), (f"population {args.population}", args.population)):
+        rows, seconds = run_search(folder, f"population-{population}", args, weights, population=population,
+                                   **settings)
+        scores = sorted((row[OBJECTIVE] for row in rows if row["status"] == "COMPLETED"), reverse=True)
+        measured[label] = len(rows) / (seconds / 60)
+        print(f"  {label:<15}: {measured[label]:6.1f} trials/min (search {seconds:5.1f} s, {len(rows)} trials), "
+              f"best {OBJECTIVE} {scores[0]:.4f}, top five {scores[min(4, len(scores) - 1)]:.4f}-{scores[0]:.4f}")
+    sequential, together = measured.values()
+    print(f"  ratio: {together / sequential:.1f}x trials per minute")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default=finetune.BACKBONE, help="one of the project's own backbones")
@@ -124,10 +148,16 @@ def main():
     parser.add_argument("--trials", type=int, default=8, help="(a): trials per search")
     parser.add_argument("--head-epochs", type=int, default=10, help="(a): epochs per trial")
     parser.add_argument("--max-epochs", type=int, default=9, help="(b): epochs per trial at most (Hyperband's)")
+    parser.add_argument("--population-trials", type=int, default=50, help="(c): trials per search")
+    parser.add_argument("--population", type=int, default=32, help="(c): heads trained together")
+    parser.add_argument("--parts", default="a,b,c", help="which comparisons to run: a, b, c (comma list)")
     parser.add_argument("--seed", type=int, default=0, help="of every search (the pretrained backbone's is 0)")
     parser.add_argument("--runs-dir", default="runs", help="where the pretrained backbone is cached")
     args = parser.parse_args()
-    for name in ("trials", "head_epochs", "labels_per_class", "image_size"):
+    parts = set(args.parts.split(","))
+    if not parts or parts - {"a", "b", "c"}:
+        parser.error(f"--parts {args.parts!r}: a comma list of a, b, c")
+    for name in ("trials", "head_epochs", "labels_per_class", "image_size", "population_trials", "population"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be 1 or more")
     if args.max_epochs < 3:
@@ -139,8 +169,12 @@ def main():
     print(f"{args.backbone} pretrained on digits 0-4 ({weights}), digits 5-9 with {args.labels_per_class} "
           f"labels per class, {args.image_size}px, objective {OBJECTIVE}\n")
     with tempfile.TemporaryDirectory(prefix="bench-tune-") as folder:
-        cache_comparison(folder, args, weights)
-        tuner_comparison(folder, args, weights)
+        if "a" in parts:
+            cache_comparison(folder, args, weights)
+        if "b" in parts:
+            tuner_comparison(folder, args, weights)
+        if "c" in parts:
+            population_comparison(folder, args, weights)
 
 
 if __name__ == "__main__":

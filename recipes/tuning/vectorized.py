@@ -59,8 +59,7 @@ def check(args):
     together is refused. Sets `args.population` to the size in use, 1 when trials run one at a time."""
     explicit = args.population is not None
     size = POPULATION if args.population is None else args.population
-    if explicit:
-        options.check_positive_int(size, "--population")
+    options.check_positive_int(size, "--population")
     reason = refusal(args)
     if reason and explicit and size > 1:
         raise UsageError(f"--population {size}: {reason}")
