@@ -53,15 +53,18 @@ class FineTuneHyperModel(keras_tuner.HyperModel):
             weights kept are the ones that scored.
         weights: the backbone weights to build from (the resolved file for `digits-source`).
         strategy: the `tf.distribute` strategy the trial trains in.
+        head_weights: a head's saved weights (`head.save_weights`) every trial's classifier
+            starts from (`--phases`' fine-tuning stage); None: the head as built.
     """
 
-    def __init__(self, args, space, objective, weights, strategy=None):
+    def __init__(self, args, space, objective, weights, strategy=None, head_weights=None):
         super().__init__(name="finetune")
         self.args = args
         self.space = space
         self.objective = objective
         self.weights = weights
         self.strategy = strategy
+        self.head_weights = head_weights
         self._splits = {}     # batch size -> the DataSplits every trial of that batch size trains on
         self._features = {}   # batch size -> the frozen backbone's cached features, shared by trials
 
@@ -80,6 +83,9 @@ class FineTuneHyperModel(keras_tuner.HyperModel):
         trial = self.trial_args(search_space.declare(hp, self.space))
         # finetune's own model: with --weight-decay-kind l2 it carries the trial's L2 on every kernel.
         model, splits, _ = finetune.model_and_data(trial, self.strategy)
+        if self.head_weights is not None:
+            # Before keras-tuner loads a checkpoint (Hyperband's next round, best models): those win.
+            model.get_layer("head").load_weights(self.head_weights)
         # One data pipeline per batch size for the whole search: the cached features are of its images.
         self._splits.setdefault(trial.batch_size, splits)
         return model
