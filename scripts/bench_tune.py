@@ -1,7 +1,8 @@
 """Benchmark: `headstart tune` on cached features vs. through the frozen backbone, and Hyperband vs. random search.
 
     python scripts/bench_tune.py [--trials 8] [--head-epochs 10] [--max-epochs 9] [--labels-per-class 5] [--seed 0]
-                                 [--population-trials 50] [--population 32] [--parts a,b,c]
+                                 [--population-trials 50] [--population 32] [--phase-trials 8]
+                                 [--finetune-epochs 10] [--parts a,b,c,d]
 
 In one run, on one task (digits 5-9 with --labels-per-class labelled images per class,
 --backbone pretrained on digits 0-4 by `headstart pretrain`, reused from --runs-dir/pretrain
@@ -23,7 +24,12 @@ when it is there), every search through `headstart.recipes.tune`'s own code with
       --population heads trained together. Prints trials per minute (whole searches' wall
       time), the ratio, and each search's best val_accuracy with the spread of val_accuracy
       over the top five trials.
---parts picks which of (a), (b), (c) run. The searches run in a temporary folder that is deleted at the end.
+  (d) the same budget of epochs two ways, augmentation off, same seed: a joint random search
+      of --phase-trials trials of --head-epochs + --finetune-epochs epochs, and
+      `--phases head,finetune` with --phase-trials head trials (as populations) then
+      --phase-trials fine-tuning trials from the best head. Prints each one's best
+      val_accuracy, the test accuracy of its best.keras, and its wall time.
+--parts picks which of (a), (b), (c), (d) run. The searches run in a temporary folder that is deleted at the end.
 """
 
 import argparse
@@ -52,20 +58,22 @@ def pretrained_backbone(args):
         return str(finetune.pretrained_digits_backbone(recipe))
 
 
-def run_search(folder, name, args, weights, **settings):
-    """One `headstart tune` search; returns (trials.csv rows in the order they ran, wall seconds)."""
+def run_search(folder, name, args, weights, with_tuner=False, **settings):
+    """One `headstart tune` search; returns (trials.csv rows in the order they ran, wall seconds)
+    (and the tuner, `with_tuner`)."""
     options = options_for("tune", backbone=args.backbone, weights=weights, image_size=args.image_size,
                           labels_per_class=args.labels_per_class, objective=OBJECTIVE, seed=args.seed,
                           runs_dir=folder, name=name, **settings)
     tune.validate(options)
     started = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):   # one line per trial; the tables below say it all
-        _, _, rows = tune.search(options)
+        _, tuner, rows = tune.search(options)
     seconds = time.perf_counter() - started
     failed = [row for row in rows if row["status"] != "COMPLETED"]
     if failed:
         print(f"  note: {len(failed)} {name} trial(s) failed: {failed[0]['reason']}")
-    return sorted(rows, key=lambda row: int(row["trial_id"])), seconds
+    rows = sorted(rows, key=lambda row: int(row["trial_id"]))
+    return (rows, seconds, tuner) if with_tuner else (rows, seconds)
 
 
 def cache_comparison(folder, args, weights):
@@ -140,6 +148,31 @@ def population_comparison(folder, args, weights):
     print(f"  ratio: {together / sequential:.1f}x trials per minute")
 
 
+def test_accuracy(tuner, folder, name):
+    """The accuracy of the search's best.keras on the test split."""
+    import keras
+
+    model = keras.saving.load_model(os.path.join(folder, "tune", name, "best.keras"))
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    return model.evaluate(tuner.hypermodel.any_splits().test, verbose=0, return_dict=True)["accuracy"]
+
+
+def phases_comparison(folder, args, weights):
+    trials, head, tuned = args.phase_trials, args.head_epochs, args.finetune_epochs
+    budget = trials * (head + tuned)
+    print(f"\n(d) joint search vs --phases head,finetune, {budget} epochs each (augmentation off, random, seed "
+          f"{args.seed}, patience {tune.PATIENCE})")
+    common = dict(tuner="random", max_trials=trials, epochs=head, finetune_epochs=tuned, augment="none")
+    searches = (("joint", f"joint: {trials} trials of {head} + {tuned} epochs", {}),
+                ("phases", f"phases: {trials} head trials of {head}, then {trials} fine-tuning trials of {tuned}",
+                 dict(phases="head,finetune", head_trials=trials)))
+    for name, label, settings in searches:
+        rows, seconds, tuner = run_search(folder, name, args, weights, with_tuner=True, **common, **settings)
+        best = max(row[OBJECTIVE] for row in rows if row["status"] == "COMPLETED")
+        print(f"  {label}: best {OBJECTIVE} {best:.4f}, test accuracy of its best.keras "
+              f"{test_accuracy(tuner, folder, name):.4f}, {seconds:.0f} s")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default=finetune.BACKBONE, help="one of the project's own backbones")
@@ -150,14 +183,17 @@ def main():
     parser.add_argument("--max-epochs", type=int, default=9, help="(b): epochs per trial at most (Hyperband's)")
     parser.add_argument("--population-trials", type=int, default=50, help="(c): trials per search")
     parser.add_argument("--population", type=int, default=32, help="(c): heads trained together")
-    parser.add_argument("--parts", default="a,b,c", help="which comparisons to run: a, b, c (comma list)")
+    parser.add_argument("--phase-trials", type=int, default=8, help="(d): trials of the joint search, and of each stage")
+    parser.add_argument("--finetune-epochs", type=int, default=10, help="(d): fine-tuning epochs per trial")
+    parser.add_argument("--parts", default="a,b,c,d", help="which comparisons to run: a, b, c, d (comma list)")
     parser.add_argument("--seed", type=int, default=0, help="of every search (the pretrained backbone's is 0)")
     parser.add_argument("--runs-dir", default="runs", help="where the pretrained backbone is cached")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
-    if not parts or parts - {"a", "b", "c"}:
-        parser.error(f"--parts {args.parts!r}: a comma list of a, b, c")
-    for name in ("trials", "head_epochs", "labels_per_class", "image_size", "population_trials", "population"):
+    if not parts or parts - {"a", "b", "c", "d"}:
+        parser.error(f"--parts {args.parts!r}: a comma list of a, b, c, d")
+    for name in ("trials", "head_epochs", "labels_per_class", "image_size", "population_trials", "population",
+                 "phase_trials", "finetune_epochs"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be 1 or more")
     if args.max_epochs < 3:
@@ -175,6 +211,8 @@ def main():
             tuner_comparison(folder, args, weights)
         if "c" in parts:
             population_comparison(folder, args, weights)
+        if "d" in parts:
+            phases_comparison(folder, args, weights)
 
 
 if __name__ == "__main__":
