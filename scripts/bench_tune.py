@@ -136,16 +136,25 @@ def population_comparison(folder, args, weights):
                     augment="none")
     print(f"\n(c) head-only random search, {args.population_trials} trials of {args.head_epochs} epochs on cached "
           f"features (augmentation off), patience {tune.PATIENCE}, seed {args.seed}")
-    measured = {}
+    measured, searches = {}, []
     for label, population in (("one at a time", 1), (f"population {args.population}", args.population)):
         rows, seconds = run_search(folder, f"population-{population}", args, weights, population=population,
                                    **settings)
-        scores = sorted((row[OBJECTIVE] for row in rows if row["status"] == "COMPLETED"), reverse=True)
+        completed = sorted((row for row in rows if row["status"] == "COMPLETED"), key=lambda row: -row[OBJECTIVE])
+        searches.append({row["trial_id"]: row[OBJECTIVE] for row in completed})
         measured[label] = len(rows) / (seconds / 60)
+        scores = [row[OBJECTIVE] for row in completed]
         print(f"  {label:<15}: {measured[label]:6.1f} trials/min (search {seconds:5.1f} s, {len(rows)} trials), "
-              f"best {OBJECTIVE} {scores[0]:.4f}, top five {scores[min(4, len(scores) - 1)]:.4f}-{scores[0]:.4f}")
+              f"best {OBJECTIVE} {scores[0]:.4f} (trial {completed[0]['trial_id']}), top five "
+              f"{scores[min(4, len(scores) - 1)]:.4f}-{scores[0]:.4f}")
     sequential, together = measured.values()
     print(f"  ratio: {together / sequential:.1f}x trials per minute")
+    # The same seed draws the same values in both: the trials can be compared one to one.
+    (one, many), best = searches, next(iter(searches[0]))
+    differences = [abs(one[trial] - many[trial]) for trial in one if trial in many]
+    print(f"  one-at-a-time's best trial {best} scored {many.get(best, float('nan')):.4f} as a population's head; "
+          f"over the {len(differences)} trials, |difference| median {statistics.median(differences):.4f}, "
+          f"largest {max(differences):.4f}")
 
 
 def test_accuracy(tuner, folder, name):
