@@ -7,6 +7,12 @@
     headstart tune --tuner bayesian --max-trials 30 --lr 1e-4:1e-1 --dropout 0.2
     headstart tune --tuner grid --lr '1e-3|1e-2|1e-1' --dropout '0|0.3' --weight-decay 1e-4
     headstart tune --name NAME --resume     # continue an interrupted search (same options)
+    headstart tune --tuner random --max-trials 50 --finetune-epochs 0 --augment none
+        a head-only search: its trials' heads train 32 at a time (--population, see
+        `recipes/tuning/vectorized.py`)
+    headstart tune --phases head,finetune --augment none
+        the head searched first (--head-trials), then fine-tuning trials from the best head
+        (`recipes/tuning/phases.py`)
 
 Each searched option takes a range LOW:HIGH, choices 'A|B|C' or one fixed value (see
 `recipes/tuning/space.py` for the space and its defaults). A trial's budget is --epochs
@@ -22,7 +28,8 @@ set; the chief serves the trials and writes the results, workers run trials.
 
 Writes runs/tune/<name>/: trials.csv, summary.md, search.png, best_hyperparameters.json,
 best.keras, config.json, search.json (the search's definition, compared on --resume) and
-search/ (keras-tuner's project: oracle, trials, checkpoints, trial_starts.jsonl).
+search/ (keras-tuner's project: oracle, trials, checkpoints, trial_starts.jsonl); with --phases
+also the head stage's head_trials.csv, head_summary.md, best_head.weights.h5 and head_search/.
 """
 
 import argparse

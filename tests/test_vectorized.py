@@ -179,3 +179,15 @@ def test_a_vectorized_search_interrupted_mid_population_resumes_without_losing_a
         assert (project / name / "trial.json").read_bytes() == content   # not rerun
     started = [json.loads(line)["trial_id"] for line in (project / tuners.TRIAL_STARTS).read_text().splitlines()]
     assert sorted(started) == ["0", "1", "2", "2", "3", "3", "4"]   # the interrupted two ran again, once
+
+
+def test_a_grid_search_fills_its_populations_and_tries_every_point_once(tmp_path, capsys):
+    args = tiny(tmp_path, "g", tuner="grid", population=4, max_trials=None, lr="1e-2|3e-2|1e-1", dropout="0|0.3",
+                finetune_lr="1e-3",
+                weight_decay="1e-4", quiet=False)
+    assert tune.run(args) == 0
+    rows = read_csv(tmp_path / "tune" / "g" / "trials.csv")
+    points = sorted((float(row["lr"]), float(row["dropout"])) for row in rows)
+    assert points == sorted((lr, dropout) for lr in (1e-2, 3e-2, 1e-1) for dropout in (0.0, 0.3))
+    populations = [line for line in capsys.readouterr().out.splitlines() if line.startswith("population of")]
+    assert [line.split()[2] for line in populations] == ["4", "2"]

@@ -90,6 +90,10 @@ class FineTuneHyperModel(keras_tuner.HyperModel):
         self._splits.setdefault(trial.batch_size, splits)
         return model
 
+    def splits(self, batch_size):
+        """The data the trials of `batch_size` train on (after one of them was built)."""
+        return self._splits[batch_size]
+
     def any_splits(self):
         """The data of some built trial (class names and validation images are the same for every
         batch size); `tuner.get_best_models` builds one, so after it there always is one."""

@@ -41,15 +41,16 @@ def check(args):
             raise UsageError("--head-trials is the head stage's trials of a phase-aware search: pass "
                              "--phases head,finetune with it")
         return
-    names = tuple(name.strip() for name in str(args.phases).split(","))
+    given = args.phases if isinstance(args.phases, (tuple, list)) else str(args.phases).split(",")   # checked before
+    names = tuple(name.strip() for name in given)
     unknown = [name for name in names if name not in PHASES]
     if unknown:
-        raise UsageError(f"--phases {args.phases}: unknown phase {unknown[0]!r}; write --phases head,finetune")
+        raise UsageError(f"--phases {','.join(names)}: unknown phase {unknown[0]!r}; write --phases head,finetune")
     if names != PHASES:
         if sorted(names) == sorted(PHASES):
-            raise UsageError(f"--phases {args.phases}: phases out of order; the head is searched first and "
+            raise UsageError(f"--phases {','.join(names)}: phases out of order; the head is searched first and "
                              "fine-tuning starts from it: --phases head,finetune")
-        raise UsageError(f"--phases {args.phases}: give both phases, --phases head,finetune (a head-only search "
+        raise UsageError(f"--phases {','.join(names)}: give both phases, --phases head,finetune (a head-only search "
                          "is --finetune-epochs 0)")
     args.phases = names
     if args.head_trials is not None:

@@ -70,6 +70,9 @@ def search(tuner, hypermodel, args):
     """Run the search with up to `args.population` trials a population, until the oracle stops."""
     oracle = tuner.oracle
     oracle.verbose = int(args.verbose)
+    from keras_tuner.src.tuners.gridsearch import GridSearchOracle
+
+    grid = isinstance(oracle, GridSearchOracle)
     slots = [f"{tuner.tuner_id}-head{slot}" for slot in range(args.population)]
     finished = False
     while not finished:
@@ -82,6 +85,11 @@ def search(tuner, hypermodel, args):
             if trial.status != "RUNNING":   # IDLE: the oracle waits on the running trials' results
                 break
             trials.append(trial)
+            if grid:
+                # GridSearch steps from finished trials to the next point; queued at once, as
+                # keras-tuner does with its first trial for several workers, a running trial gives
+                # the next point now (the oracle skips a point already tried).
+                oracle._populate_next.append(trial.trial_id)
         if not trials:
             break
         for batch_size in dict.fromkeys(hypermodel.trial_args(trial.hyperparameters.values).batch_size
@@ -105,7 +113,7 @@ def train_population(tuner, hypermodel, args, trials):
     # One classifier for all: its backbone computes the features (once per search), and each
     # trial's checkpoint is it with that trial's head.
     model = hypermodel.build(keras_tuner.HyperParameters.from_config(trials[0].hyperparameters.get_config()))
-    splits = hypermodel._splits[values[0].batch_size]
+    splits = hypermodel.splits(values[0].batch_size)
     features = hypermodel.features(model, splits, values[0].batch_size)
     head = model.get_layer("head")
     started = time.perf_counter()
@@ -136,8 +144,12 @@ def train_population(tuner, hypermodel, args, trials):
             # Each trial's share of the population's time: the seconds column still sums to the search's.
             metrics.update({EPOCHS_METRIC: len(history), SECONDS_METRIC: round(seconds / len(trials), 3)})
             tuner.oracle.update_trial(trial.trial_id, metrics, step=int(stopping.best_epoch[index]))
-            head.set_weights([stopping.best_kernel[index], stopping.best_bias[index]])
-            model.save_weights(tuner._get_checkpoint_fname(trial.trial_id))
+            if beats_the_best(tuner.oracle, metrics[args.objective]):
+                # keras-tuner loads a checkpoint only to give the best models (best.keras, the best
+                # head of --phases): saving every trial's classifier cost more than training them.
+                # Saved before the trial ends, so a kill cannot leave the best trial without one.
+                head.set_weights([stopping.best_kernel[index], stopping.best_bias[index]])
+                model.save_weights(tuner._get_checkpoint_fname(trial.trial_id))
             trial.status = "COMPLETED"
         tuner.on_trial_end(trial)
 
@@ -146,3 +158,12 @@ def pooling_of(head):
     """The pooling of a `build_head` head, from its layer names (`head_avg_pool`, ...)."""
     names = [layer.name for layer in head.layers]
     return next((pooling for pooling in ("avg", "max") if f"{head.name}_{pooling}_pool" in names), "flatten")
+
+
+def beats_the_best(oracle, score):
+    """Whether a trial scoring `score` becomes the oracle's best (ties keep the earlier trial, as
+    `oracle.get_best_trials` sorts them stably)."""
+    best = oracle.get_best_trials(1)
+    if not best or best[0].score is None:
+        return True
+    return score > best[0].score if oracle.objective.direction == "max" else score < best[0].score
