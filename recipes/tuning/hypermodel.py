@@ -67,6 +67,7 @@ class FineTuneHyperModel(keras_tuner.HyperModel):
         self.head_weights = head_weights
         self._splits = {}     # batch size -> the DataSplits every trial of that batch size trains on
         self._features = {}   # batch size -> the frozen backbone's cached features, shared by trials
+        self.population_models = {}   # batch size -> the classifier a population of heads uses (vectorized.py)
 
     def trial_args(self, values):
         """The recipe's options with this trial's values, as `finetune.model_and_data` takes them."""

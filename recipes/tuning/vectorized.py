@@ -110,9 +110,13 @@ def train_population(tuner, hypermodel, args, trials):
     for trial in trials:
         tuner.on_trial_begin(trial)
     values = [hypermodel.trial_args(trial.hyperparameters.values) for trial in trials]
-    # One classifier for all: its backbone computes the features (once per search), and each
-    # trial's checkpoint is it with that trial's head.
-    model = hypermodel.build(keras_tuner.HyperParameters.from_config(trials[0].hyperparameters.get_config()))
+    # One classifier for every population of a batch size: its backbone computes the features
+    # (once per search), and a trial's checkpoint is it with that trial's head (dropout has no weights).
+    models = hypermodel.population_models
+    if values[0].batch_size not in models:
+        models[values[0].batch_size] = hypermodel.build(
+            keras_tuner.HyperParameters.from_config(trials[0].hyperparameters.get_config()))
+    model = models[values[0].batch_size]
     splits = hypermodel.splits(values[0].batch_size)
     features = hypermodel.features(model, splits, values[0].batch_size)
     head = model.get_layer("head")
