@@ -7,6 +7,12 @@
     headstart tune --tuner bayesian --max-trials 30 --lr 1e-4:1e-1 --dropout 0.2
     headstart tune --tuner grid --lr '1e-3|1e-2|1e-1' --dropout '0|0.3' --weight-decay 1e-4
     headstart tune --name NAME --resume     # continue an interrupted search (same options)
+    headstart tune --tuner random --max-trials 50 --finetune-epochs 0 --augment none
+        a head-only search: its trials' heads train 32 at a time (--population, see
+        `recipes/tuning/vectorized.py`)
+    headstart tune --phases head,finetune --augment none
+        the head searched first (--head-trials), then fine-tuning trials from the best head
+        (`recipes/tuning/phases.py`)
 
 Each searched option takes a range LOW:HIGH, choices 'A|B|C' or one fixed value (see
 `recipes/tuning/space.py` for the space and its defaults). A trial's budget is --epochs
@@ -22,7 +28,8 @@ set; the chief serves the trials and writes the results, workers run trials.
 
 Writes runs/tune/<name>/: trials.csv, summary.md, search.png, best_hyperparameters.json,
 best.keras, config.json, search.json (the search's definition, compared on --resume) and
-search/ (keras-tuner's project: oracle, trials, checkpoints, trial_starts.jsonl).
+search/ (keras-tuner's project: oracle, trials, checkpoints, trial_starts.jsonl); with --phases
+also the head stage's head_trials.csv, head_summary.md, best_head.weights.h5 and head_search/.
 """
 
 import argparse
@@ -30,11 +37,12 @@ import copy
 import json
 import os
 import time
+from pathlib import Path
 
 from headstart.recipes import finetune, options, resume
 from headstart.recipes.errors import UsageError
 from headstart.recipes.rundir import RunDir, check_run_name, default_run_name, run_path
-from headstart.recipes.tuning import distributed
+from headstart.recipes.tuning import distributed, phases, vectorized
 from headstart.recipes.tuning import space as search_space
 
 # ## Defaults: a search that finishes in minutes on the digits demo, 2 CPU cores.
@@ -63,7 +71,7 @@ FIXED_OPTIONS = ("backbone", "weights", "pretrain_epochs", "data", "data_dir", "
                  "patience", "seed", "deterministic", "strategy", "schedule", "warmup", "class_weight", "ema",
                  "grad_accum", "cutmix", "precision")
 # Options a search may change on --resume: they do not change what a trial is.
-RESUMABLE_CHANGES = ("max_trials", "max_consecutive_failures", "verbose", "quiet")
+RESUMABLE_CHANGES = ("max_trials", "max_consecutive_failures", "verbose", "quiet", "population")
 
 
 def add_arguments(parser):
@@ -95,6 +103,16 @@ def add_arguments(parser):
                             f"decay). Default: {WEIGHT_DECAY_KIND}")
     group.add_argument("--max-consecutive-failures", type=int, default=MAX_CONSECUTIVE_FAILURES,
                        help=f"stop the search after this many failed trials in a row. Default: {MAX_CONSECUTIVE_FAILURES}")
+    group.add_argument("--population", type=int, default=None,
+                       help="head-only searches (--finetune-epochs 0) on cached features: train this many trials' "
+                            "heads together in one compiled step (random, bayesian, grid); 1 trains them one at a "
+                            "time. Default: 32 when the search allows it, else 1")
+    group.add_argument("--phases", default=None,
+                       help="'head,finetune': search the head first (--head-trials trials of --epochs, on cached "
+                            "features), then fine-tuning trials of --finetune-epochs (--max-trials), all from the "
+                            "best head. Default: one joint search of both phases per trial")
+    group.add_argument("--head-trials", type=int, default=None,
+                       help=f"with --phases: trials of the head stage. Default: {phases.HEAD_TRIALS}")
     group.add_argument("--resume", action=argparse.BooleanOptionalAction, default=False,
                        help="continue the interrupted search --name (same options; --max-trials may change)")
     # Constant, not finetune's cosine: Hyperband trains a trial in rounds (epochs [0, 2), then
@@ -108,6 +126,7 @@ def validate(args):
     role = distributed.role()
     check_search_options(args)
     args.space = search_space.parse(args)
+    phases.check(args)
     resolve_budget(args)
     # The run folder before the recipe's checks: these need no TensorFlow, the backbone's do.
     if role != distributed.STANDALONE and args.name is None:
@@ -121,6 +140,10 @@ def validate(args):
     else:
         check_run_name("tune", args.name, args.runs_dir, args.overwrite, resume=args.resume, shared=shared)
     validate_recipe(args)
+    if args.phases:
+        phases.check_population(args)
+    else:
+        vectorized.check(args)
     args.name = args.name or default_run_name()
     if args.resume or role == distributed.WORKER:
         check_same_search(args)
@@ -140,6 +163,8 @@ def check_search_options(args):
     if args.weight_decay_kind not in ("decoupled", "l2"):
         raise UsageError(f"--weight-decay-kind must be decoupled or l2, got {args.weight_decay_kind!r}")
     options.check_positive_int(args.max_consecutive_failures, "--max-consecutive-failures")
+    if args.population is not None:
+        options.check_positive_int(args.population, "--population")
     if args.compare_scratch:
         raise UsageError("--compare-scratch: a search trains no scratch baseline; use headstart finetune")
     if args.log_gradients:
@@ -266,29 +291,40 @@ def search(args):
     elif weights == "none":
         weights = None
     strategy = engine.make_strategy(args.strategy)
-    hypermodel = FineTuneHyperModel(args, args.space, args.objective, weights, strategy)
     max_trials = args.max_trials or (None if args.tuner == "hyperband" else MAX_TRIALS)
-    tuner = tuners.make_tuner(args.tuner, hypermodel, args.objective, directory=run_dir.path, project_name=PROJECT,
-                              max_trials=max_trials, max_epochs=args.max_epochs,
-                              hyperband_factor=args.hyperband_factor, seed=args.seed,
-                              max_consecutive_failed_trials=args.max_consecutive_failures, strategy=strategy,
-                              quiet=getattr(args, "quiet", False))
+
+    def make_tuner(stage, hypermodel, project):
+        return tuners.make_tuner(stage.tuner, hypermodel, args.objective, directory=run_dir.path,
+                                 project_name=project or PROJECT, max_trials=stage.max_trials or max_trials,
+                                 max_epochs=stage.max_epochs, hyperband_factor=args.hyperband_factor, seed=args.seed,
+                                 max_consecutive_failed_trials=args.max_consecutive_failures, strategy=strategy,
+                                 quiet=getattr(args, "quiet", False))
+
     if not args.verbose:
         # Every trial builds and traces a new model, by design: TensorFlow's warning that
         # functions were retraced is about that, and tells the user nothing to do.
         import tensorflow as tf
 
         tf.get_logger().addFilter(lambda record: "triggered tf.function retracing" not in record.getMessage())
-    stopped = None
+    stopped, rows = None, None
     try:
-        tuner.search(verbose=int(args.verbose))
+        if args.phases:
+            tuner, rows = phases.search(args, run_dir, weights, strategy, make_tuner, write_results)
+        else:
+            hypermodel = FineTuneHyperModel(args, args.space, args.objective, weights, strategy)
+            tuner = make_tuner(args, hypermodel, PROJECT)
+            if args.population > 1:
+                vectorized.search(tuner, hypermodel, args)
+            else:
+                tuner.search(verbose=int(args.verbose))
     except RuntimeError as error:
         if "consecutive failures" not in str(error):
             raise
         stopped = str(error).splitlines()[0]
     if not distributed.writes_results(role):
         return run_dir, tuner, None
-    rows = write_results(run_dir, tuner, args)
+    if rows is None:
+        rows = write_results(run_dir, tuner, args)
     if stopped:
         raise SearchStopped(stopped)
     return run_dir, tuner, rows
@@ -312,20 +348,25 @@ def fixed_options(args):
     return json.loads(json.dumps(fixed))
 
 
-def write_results(run_dir, tuner, args):
+def write_results(run_dir, tuner, args, prefix="", retrain=None):
+    """trials.csv, summary.md and, from a completed trial, search.png, best_hyperparameters.json
+    and best.keras. `prefix`: a stage's results (`head_trials.csv`, ...: trials and summary
+    only). `retrain`: values that replace the best trial's in best_hyperparameters.json's
+    finetune_options (what `finetune --from-tuning` runs)."""
     from headstart.recipes.tuning import results, tuners
 
-    starts_file = run_dir.file(PROJECT) / tuners.TRIAL_STARTS
+    starts_file = Path(tuner.project_dir) / tuners.TRIAL_STARTS
     starts = [json.loads(line) for line in starts_file.read_text().splitlines()] if starts_file.exists() else []
     rows = results.trial_rows(tuner.oracle, starts)
-    run_dir.write_csv("trials.csv", rows)
+    run_dir.write_csv(f"{prefix}trials.csv", rows)
     header = (f"{args.tuner} search over {args.data} ({args.backbone}, weights {args.weights}), objective "
               f"{args.objective}: {sum(row['status'] == 'COMPLETED' for row in rows)} trials completed, "
               f"{sum(row['status'] == 'FAILED' for row in rows)} failed.\n\n")
-    run_dir.write_text("summary.md", header + results.summary_table(rows, args.objective))
-    if results.ranked(rows, args.objective):
+    run_dir.write_text(f"{prefix}summary.md", header + results.summary_table(rows, args.objective))
+    if results.ranked(rows, args.objective) and not prefix:
         run_dir.save_figure(results.plot_search(rows, args.objective), "search.png")
         best = results.best_hyperparameters(rows, args.objective, fixed_options(args), search_space.finetune_values)
+        best["finetune_options"].update(search_space.finetune_values(retrain or {}))
         run_dir.write_json("best_hyperparameters.json", best)
         write_best_model(run_dir, tuner, args)
     return rows
@@ -356,6 +397,9 @@ def run(args):
         print(f"worker {tuner.tuner_id} done ({minutes:.1f} min); the chief writes the results in {run_dir.path}")
         return 0
     print()
+    if args.phases:
+        print("stage 1, the head:", run_dir.file(f"{phases.HEAD_PREFIX}summary.md").read_text(), sep="\n", end="")
+        print("\nstage 2, fine-tuning from the best head:")
     print(run_dir.file("summary.md").read_text(), end="")
     print(f"\nsearch took {minutes:.1f} min; run directory: {run_dir.path}")
     completed = any(row["status"] == "COMPLETED" for row in rows)

@@ -1,6 +1,8 @@
 """Benchmark: `headstart tune` on cached features vs. through the frozen backbone, and Hyperband vs. random search.
 
     python scripts/bench_tune.py [--trials 8] [--head-epochs 10] [--max-epochs 9] [--labels-per-class 5] [--seed 0]
+                                 [--population-trials 50] [--population 32] [--phase-trials 8]
+                                 [--finetune-epochs 10] [--parts a,b,c,d]
 
 In one run, on one task (digits 5-9 with --labels-per-class labelled images per class,
 --backbone pretrained on digits 0-4 by `headstart pretrain`, reused from --runs-dir/pretrain
@@ -16,7 +18,18 @@ when it is there), every search through `headstart.recipes.tune`'s own code with
       gets as many full trials as Hyperband's schedule spends epochs. Prints the best
       val_accuracy each had reached after spending a given number of epochs (all trials'
       epochs run, summed in the order the trials ran), then the final best and total epochs.
-The searches run in a temporary folder that is deleted at the end.
+  (c) a head-only random search of --population-trials trials of --head-epochs epochs on
+      cached features (augmentation off, which caching needs), twice with the same seed:
+      one trial at a time (`--population 1`, keras-tuner's own loop through the engine) and
+      --population heads trained together. Prints trials per minute (whole searches' wall
+      time), the ratio, and each search's best val_accuracy with the spread of val_accuracy
+      over the top five trials.
+  (d) the same budget of epochs two ways, augmentation off, same seed: a joint random search
+      of --phase-trials trials of --head-epochs + --finetune-epochs epochs, and
+      `--phases head,finetune` with --phase-trials head trials (as populations) then
+      --phase-trials fine-tuning trials from the best head. Prints each one's best
+      val_accuracy, the test accuracy of its best.keras, and its wall time.
+--parts picks which of (a), (b), (c), (d) run. The searches run in a temporary folder that is deleted at the end.
 """
 
 import argparse
@@ -45,20 +58,23 @@ def pretrained_backbone(args):
         return str(finetune.pretrained_digits_backbone(recipe))
 
 
-def run_search(folder, name, args, weights, **settings):
-    """One `headstart tune` search; returns (trials.csv rows in the order they ran, wall seconds)."""
+def run_search(folder, name, args, weights, with_tuner=False, **settings):
+    """One `headstart tune` search; returns (trials.csv rows in the order they ran, wall seconds)
+    (and the tuner, `with_tuner`)."""
     options = options_for("tune", backbone=args.backbone, weights=weights, image_size=args.image_size,
                           labels_per_class=args.labels_per_class, objective=OBJECTIVE, seed=args.seed,
                           runs_dir=folder, name=name, **settings)
     tune.validate(options)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     with contextlib.redirect_stdout(io.StringIO()):   # one line per trial; the tables below say it all
-        _, _, rows = tune.search(options)
+        _, tuner, rows = tune.search(options)
     seconds = time.perf_counter() - started
+    run_search.cpu_seconds = time.process_time() - cpu_started   # this process's CPU, all threads
     failed = [row for row in rows if row["status"] != "COMPLETED"]
     if failed:
         print(f"  note: {len(failed)} {name} trial(s) failed: {failed[0]['reason']}")
-    return sorted(rows, key=lambda row: int(row["trial_id"])), seconds
+    rows = sorted(rows, key=lambda row: int(row["trial_id"]))
+    return (rows, seconds, tuner) if with_tuner else (rows, seconds)
 
 
 def cache_comparison(folder, args, weights):
@@ -116,6 +132,61 @@ def tuner_comparison(folder, args, weights):
               f"({seconds:.0f} s)")
 
 
+def population_comparison(folder, args, weights):
+    settings = dict(tuner="random", max_trials=args.population_trials, epochs=args.head_epochs, finetune_epochs=0,
+                    augment="none")
+    print(f"\n(c) head-only random search, {args.population_trials} trials of {args.head_epochs} epochs on cached "
+          f"features (augmentation off), patience {tune.PATIENCE}, seed {args.seed}")
+    measured, cpu, searches = {}, {}, []
+    for label, population in (("one at a time", 1), (f"population {args.population}", args.population)):
+        rows, seconds = run_search(folder, f"population-{population}", args, weights, population=population,
+                                   **settings)
+        completed = sorted((row for row in rows if row["status"] == "COMPLETED"), key=lambda row: -row[OBJECTIVE])
+        searches.append({row["trial_id"]: row[OBJECTIVE] for row in completed})
+        measured[label] = len(rows) / (seconds / 60)
+        cpu[label] = run_search.cpu_seconds
+        scores = [row[OBJECTIVE] for row in completed]
+        print(f"  {label:<15}: {measured[label]:6.1f} trials/min (search {seconds:5.1f} s, {cpu[label]:5.1f} CPU s, "
+              f"{len(rows)} trials), "
+              f"best {OBJECTIVE} {scores[0]:.4f} (trial {completed[0]['trial_id']}), top five "
+              f"{scores[min(4, len(scores) - 1)]:.4f}-{scores[0]:.4f}")
+    sequential, together = measured.values()
+    # The machine is shared: CPU seconds (this process's) are less sensitive to other processes than wall time.
+    print(f"  ratio: {together / sequential:.1f}x trials per minute (wall), "
+          f"{cpu['one at a time'] / cpu[f'population {args.population}']:.1f}x less CPU time")
+    # The same seed draws the same values in both: the trials can be compared one to one.
+    (one, many), best = searches, next(iter(searches[0]))
+    differences = [abs(one[trial] - many[trial]) for trial in one if trial in many]
+    print(f"  one-at-a-time's best trial {best} scored {many.get(best, float('nan')):.4f} as a population's head; "
+          f"over the {len(differences)} trials, |difference| median {statistics.median(differences):.4f}, "
+          f"largest {max(differences):.4f}")
+
+
+def test_accuracy(tuner, folder, name):
+    """The accuracy of the search's best.keras on the test split."""
+    import keras
+
+    model = keras.saving.load_model(os.path.join(folder, "tune", name, "best.keras"))
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    return model.evaluate(tuner.hypermodel.any_splits().test, verbose=0, return_dict=True)["accuracy"]
+
+
+def phases_comparison(folder, args, weights):
+    trials, head, tuned = args.phase_trials, args.head_epochs, args.finetune_epochs
+    budget = trials * (head + tuned)
+    print(f"\n(d) joint search vs --phases head,finetune, {budget} epochs each (augmentation off, random, seed "
+          f"{args.seed}, patience {tune.PATIENCE})")
+    common = dict(tuner="random", max_trials=trials, epochs=head, finetune_epochs=tuned, augment="none")
+    searches = (("joint", f"joint: {trials} trials of {head} + {tuned} epochs", {}),
+                ("phases", f"phases: {trials} head trials of {head}, then {trials} fine-tuning trials of {tuned}",
+                 dict(phases="head,finetune", head_trials=trials)))
+    for name, label, settings in searches:
+        rows, seconds, tuner = run_search(folder, name, args, weights, with_tuner=True, **common, **settings)
+        best = max(row[OBJECTIVE] for row in rows if row["status"] == "COMPLETED")
+        print(f"  {label}: best {OBJECTIVE} {best:.4f}, test accuracy of its best.keras "
+              f"{test_accuracy(tuner, folder, name):.4f}, {seconds:.0f} s")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default=finetune.BACKBONE, help="one of the project's own backbones")
@@ -124,10 +195,19 @@ def main():
     parser.add_argument("--trials", type=int, default=8, help="(a): trials per search")
     parser.add_argument("--head-epochs", type=int, default=10, help="(a): epochs per trial")
     parser.add_argument("--max-epochs", type=int, default=9, help="(b): epochs per trial at most (Hyperband's)")
+    parser.add_argument("--population-trials", type=int, default=50, help="(c): trials per search")
+    parser.add_argument("--population", type=int, default=32, help="(c): heads trained together")
+    parser.add_argument("--phase-trials", type=int, default=8, help="(d): trials of the joint search, and of each stage")
+    parser.add_argument("--finetune-epochs", type=int, default=10, help="(d): fine-tuning epochs per trial")
+    parser.add_argument("--parts", default="a,b,c,d", help="which comparisons to run: a, b, c, d (comma list)")
     parser.add_argument("--seed", type=int, default=0, help="of every search (the pretrained backbone's is 0)")
     parser.add_argument("--runs-dir", default="runs", help="where the pretrained backbone is cached")
     args = parser.parse_args()
-    for name in ("trials", "head_epochs", "labels_per_class", "image_size"):
+    parts = set(args.parts.split(","))
+    if not parts or parts - {"a", "b", "c", "d"}:
+        parser.error(f"--parts {args.parts!r}: a comma list of a, b, c, d")
+    for name in ("trials", "head_epochs", "labels_per_class", "image_size", "population_trials", "population",
+                 "phase_trials", "finetune_epochs"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be 1 or more")
     if args.max_epochs < 3:
@@ -139,8 +219,14 @@ def main():
     print(f"{args.backbone} pretrained on digits 0-4 ({weights}), digits 5-9 with {args.labels_per_class} "
           f"labels per class, {args.image_size}px, objective {OBJECTIVE}\n")
     with tempfile.TemporaryDirectory(prefix="bench-tune-") as folder:
-        cache_comparison(folder, args, weights)
-        tuner_comparison(folder, args, weights)
+        if "a" in parts:
+            cache_comparison(folder, args, weights)
+        if "b" in parts:
+            tuner_comparison(folder, args, weights)
+        if "c" in parts:
+            population_comparison(folder, args, weights)
+        if "d" in parts:
+            phases_comparison(folder, args, weights)
 
 
 if __name__ == "__main__":

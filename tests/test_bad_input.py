@@ -282,6 +282,14 @@ CASES = [
     case("tune --resume --name never_started", "no run", "run without --resume"),
     case("tune --resume --name old", "--resume", "no search to continue", setup=existing_run("tune")),
     case("tune --name old", "already exists", "--overwrite", setup=existing_run("tune")),
+    case("tune --population 0", "--population", "1 or more"),
+    case("tune --population 4", "--population 4", "--finetune-epochs 0"),
+    case("tune --population 4 --finetune-epochs 0 --tuner hyperband", "--population 4", "round by round", "random"),
+    case("tune --population 4 --finetune-epochs 0 --tuner random", "--augment rotation,zoom", "--augment none"),
+    case("tune --phases finetune,head", "--phases", "out of order", "head,finetune"),
+    case("tune --phases head", "--phases", "both phases", "--finetune-epochs 0"),
+    case("tune --head-trials 5", "--head-trials", "--phases head,finetune"),
+    case("tune --phases head,finetune --head-trials 0", "--head-trials", "1 or more"),
 
     # ## list and study
     case("list", "required", "what"),

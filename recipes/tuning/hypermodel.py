@@ -53,17 +53,21 @@ class FineTuneHyperModel(keras_tuner.HyperModel):
             weights kept are the ones that scored.
         weights: the backbone weights to build from (the resolved file for `digits-source`).
         strategy: the `tf.distribute` strategy the trial trains in.
+        head_weights: a head's saved weights (`head.save_weights`) every trial's classifier
+            starts from (`--phases`' fine-tuning stage); None: the head as built.
     """
 
-    def __init__(self, args, space, objective, weights, strategy=None):
+    def __init__(self, args, space, objective, weights, strategy=None, head_weights=None):
         super().__init__(name="finetune")
         self.args = args
         self.space = space
         self.objective = objective
         self.weights = weights
         self.strategy = strategy
+        self.head_weights = head_weights
         self._splits = {}     # (batch size, mixup) -> the DataSplits every trial with those values trains on
         self._features = {}   # batch size -> the frozen backbone's cached features, shared by trials
+        self.population_models = {}   # batch size -> the classifier a population of heads uses (vectorized.py)
 
     def trial_args(self, values):
         """The recipe's options with this trial's values, as `finetune.model_and_data` takes them."""
@@ -80,10 +84,17 @@ class FineTuneHyperModel(keras_tuner.HyperModel):
         trial = self.trial_args(search_space.declare(hp, self.space))
         # finetune's own model: with --weight-decay-kind l2 it carries the trial's L2 on every kernel.
         model, splits, _ = finetune.model_and_data(trial, self.strategy)
+        if self.head_weights is not None:
+            # Before keras-tuner loads a checkpoint (Hyperband's next round, best models): those win.
+            model.get_layer("head").load_weights(self.head_weights)
         # One data pipeline per batch size (and MixUp alpha) for the whole search: the cached
         # features are of its images.
         self._splits.setdefault(pipeline_key(trial), splits)
         return model
+
+    def splits(self, trial):
+        """The data trial (`trial_args`) trains on, after a trial with its batch size and mixup was built."""
+        return self._splits[pipeline_key(trial)]
 
     def any_splits(self):
         """The data of some built trial (class names and validation images are the same for every

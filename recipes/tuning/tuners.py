@@ -126,7 +126,9 @@ def make_tuner(name, hypermodel, objective, *, directory, project_name, max_tria
     `quiet`, a line is printed when each trial starts and when it ends (its score, the best so far).
     """
     direction = "min" if objective.endswith("loss") else "max"
-    common = dict(objective=keras_tuner.Objective(objective, direction), seed=seed, directory=str(directory),
+    # keras-tuner takes a seed of 0 for "no seed" (`seed or random.randint(...)`): --seed 0 would
+    # draw other trials in every run. Its oracle gets seed + 1, so every --seed is reproducible.
+    common = dict(objective=keras_tuner.Objective(objective, direction), seed=seed + 1, directory=str(directory),
                   project_name=project_name, overwrite=False, distribution_strategy=strategy,
                   max_consecutive_failed_trials=max_consecutive_failed_trials)
     if name == "hyperband":
