@@ -71,3 +71,12 @@ def test_every_finetuning_trial_starts_from_the_saved_best_head(tmp_path, monkey
 def test_misused_phase_options_are_refused(tmp_path, flags, words):
     with pytest.raises(UsageError, match=words.replace("(", r"\(")):
         tune.validate(options(tmp_path, **flags))
+
+
+def test_mixup_is_searched_in_the_finetuning_stage_and_the_head_stage_still_runs_as_populations(tmp_path):
+    args = options(tmp_path, mixup="0|0.2")
+    tune.validate(args)
+    assert args.population == 32   # stage 1 holds mixup at 0: its heads train together on cached features
+    assert phases.head_stage(args).space["mixup"] == {"type": "fixed", "value": 0.0}
+    assert phases.finetune_stage(args, {"lr": 0.01, "batch_size": 32, "head_units": "none"}).space["mixup"] == \
+        {"type": "choice", "values": [0.0, 0.2]}

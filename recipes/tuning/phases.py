@@ -3,7 +3,7 @@
 Stage 1 searches the head alone (`--head-trials` trials of `--epochs` epochs on the frozen
 backbone's cached features, as populations: `headstart.recipes.tuning.vectorized`) over the
 head's values (lr, weight decay, dropout, label smoothing, batch size); the fine-tuning
-values are held at their first value there. Its best trial's head is saved
+values (and `--mixup`) are held at their first value there. Its best trial's head is saved
 (`best_head.weights.h5`). Stage 2 is an ordinary keras-tuner search (`--tuner`,
 `--max-trials`) of fine-tuning trials of `--finetune-epochs` epochs, every one starting from
 that saved head, over the fine-tuning rate, the unfreezing depth, weight decay, dropout and
@@ -30,7 +30,9 @@ HEAD_PROJECT = "head_search"
 HEAD_PREFIX = "head_"
 BEST_HEAD = "best_head.weights.h5"
 # What each stage searches; the rest of the space is held fixed in it.
-FINETUNE_ONLY = ("finetune_lr", "unfreeze")
+# MixUp too: mixed images have no cached features, so the head stage (populations on cached
+# features) holds it at its first value and stage 2 searches it.
+FINETUNE_ONLY = ("finetune_lr", "unfreeze", "mixup")
 HEAD_CHOSEN = ("lr", "batch_size", "head_units")   # stage 2 takes these from the best head
 
 
