@@ -313,10 +313,7 @@ def search(args):
         else:
             hypermodel = FineTuneHyperModel(args, args.space, args.objective, weights, strategy)
             tuner = make_tuner(args, hypermodel, PROJECT)
-            if args.population > 1:
-                vectorized.search(tuner, hypermodel, args)
-            else:
-                tuner.search(verbose=int(args.verbose))
+            vectorized.run_search(tuner, hypermodel, args)
     except RuntimeError as error:
         if "consecutive failures" not in str(error):
             raise

@@ -108,10 +108,7 @@ def search(args, run_dir, weights, strategy, make_tuner, write_results):
                       + (f", {args.population} heads at a time" if args.population > 1 else ""))
     hypermodel = FineTuneHyperModel(head_args, head_args.space, args.objective, weights, strategy)
     tuner = make_tuner(head_args, hypermodel, HEAD_PROJECT)
-    if args.population > 1:
-        vectorized.search(tuner, hypermodel, head_args)
-    else:
-        tuner.search(verbose=int(args.verbose))
+    vectorized.run_search(tuner, hypermodel, head_args)
     rows = write_results(run_dir, tuner, head_args, HEAD_PREFIX, None)
     best_trial = tuner.oracle.get_best_trials(1)
     if not best_trial:

@@ -66,6 +66,14 @@ def check(args):
     args.population = 1 if reason else size
 
 
+def run_search(tuner, hypermodel, args):
+    """The search: as populations when `args.population` is above 1, else keras-tuner's own loop."""
+    if args.population > 1:
+        search(tuner, hypermodel, args)
+    else:
+        tuner.search(verbose=int(args.verbose))
+
+
 def search(tuner, hypermodel, args):
     """Run the search with up to `args.population` trials a population, until the oracle stops."""
     oracle = tuner.oracle
