@@ -225,7 +225,9 @@ def get_spec(name):
     A `hub:PRESET` name is resolved by `headstart.models.hub_presets` (a preset that is
     unknown, of another task, or neither here nor downloadable raises `UsageError`).
     """
-    if isinstance(name, str) and name.startswith("hub:"):
+    from headstart.models import hub_presets   # no Keras: the preset tables and files
+
+    if hub_presets.is_hub_name(name):
         return _hub_spec(name)
     if name in _SPECS:
         return _SPECS[name]

@@ -30,9 +30,8 @@ import keras
 import keras_hub
 from keras_hub.src.models.vit import vit_layers
 
-from headstart.models import hub_presets
+from headstart.models import backbone_specs, hub_presets
 
-PRESET_WEIGHTS = "preset"
 
 
 @keras.saving.register_keras_serializable(package="headstart")
@@ -81,7 +80,7 @@ def build(preset, image_size, weights=None):
         image_size: side of the input images (a ViT takes only its preset's size).
         weights: `"preset"` (the preset's weights) or `None` (its architecture, random init).
     """
-    hub = _hub_backbone(preset, image_size, load_weights=weights == PRESET_WEIGHTS)
+    hub = _hub_backbone(preset, image_size, load_weights=weights == backbone_specs.PRESET)
     scale, offset = preset.image_scaling()
     inputs = keras.Input(shape=(image_size, image_size, 3), name="image")
     # Our pipeline hands images in [0, 1]; the converter's scale is for 0-255.

@@ -19,6 +19,7 @@ linear probe sees them), then three scores, each timed:
 Writes runs/rank-backbones/<name>/: ranking.md, ranking.json, ranking.png.
 """
 
+from headstart.models import hub_presets
 from headstart.recipes import options
 from headstart.recipes.errors import UsageError
 
@@ -55,18 +56,15 @@ def add_arguments(parser):
     options.add_output_arguments(parser.add_argument_group("output"))
 
 
-HUB_PREFIX = "hub:"   # a KerasHub preset's name is a candidate's, not its weights
-
-
 def candidates(text):
     """[(backbone, weights)] from 'a,b:WEIGHTS'; weights None for the backbone's default."""
     parsed = []
     for item in (part.strip() for part in str(text).split(",")):
         if not item:
             continue
-        if item.startswith(HUB_PREFIX):   # hub:NAME or hub:NAME:WEIGHTS, the name itself after "hub:"
-            name, _, weights = item[len(HUB_PREFIX):].partition(":")
-            backbone = HUB_PREFIX + name
+        if hub_presets.is_hub_name(item):   # hub:NAME or hub:NAME:WEIGHTS: the name is after "hub:"
+            name, _, weights = item[len(hub_presets.PREFIX):].partition(":")
+            backbone = hub_presets.PREFIX + name
         else:
             backbone, _, weights = item.partition(":")
         parsed.append((backbone, weights or None))
@@ -103,7 +101,7 @@ def validate(args):
     options.check_positive_int(args.neighbours, "--neighbours")
     parsed = candidates(args.backbones)
     for backbone, _ in parsed:
-        if backbone.startswith(HUB_PREFIX):
+        if hub_presets.is_hub_name(backbone):
             backbone_specs.get_spec(backbone)   # the preset found, or one line saying why not
         elif backbone not in backbone_specs.list_backbones():
             raise UsageError(f"--backbones: unknown backbone {backbone!r}; see `headstart list backbones`")
