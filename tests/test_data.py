@@ -140,6 +140,30 @@ def test_augmentation_changes_only_the_training_split():
     np.testing.assert_array_equal(collect(plain.train)[0], collect(plain.train)[0])
 
 
+
+def test_augmented_epochs_are_the_same_whether_a_run_starts_there_or_resumes_there():
+    # `train_epochs` augments after concatenating the epochs, from seeds made of (seed, epoch,
+    # batch): epoch 2 must not depend on whether epochs 0 and 1 ran before it in this process.
+    options = dict(**RAW, augment=("flip", "rotation", "zoom", "contrast"), mixup=0.4, cutmix=1.0,
+                   batch_size=256)
+    splits = data.load("digits", **options)
+    steps = math.ceil(splits.num_examples["train"] / 256)
+    from_start = list(splits.train_epochs(0, 3).as_numpy_iterator())
+    resumed = list(data.load("digits", **options).train_epochs(2, 3).as_numpy_iterator())
+
+    assert len(from_start) == 3 * steps and len(resumed) == steps
+    for (images, labels), (images_again, labels_again) in zip(from_start[2 * steps:], resumed):
+        np.testing.assert_array_equal(images, images_again)
+        np.testing.assert_array_equal(labels, labels_again)
+    # Each epoch and each batch draws its own augmentations and mixes: soft labels everywhere,
+    # no two batches with the same mixing weights.
+    plain = list(data.load("digits", **RAW, batch_size=256).train_epochs(0, 1).as_numpy_iterator())
+    for (images, labels), (plain_images, _) in zip(from_start[:steps], plain):
+        assert not np.allclose(images, plain_images)
+        assert labels.ndim == 2 and np.any((labels > 0) & (labels < 1))
+    weights = [np.round(np.sort(labels.max(axis=1))[:8], 6).tobytes() for _, labels in from_start]
+    assert len(set(weights)) == len(weights)
+
 # ## image folder
 
 # Class folder -> gray level of its images, so the labels can be checked from the pixels.

@@ -146,21 +146,24 @@ def _pipeline(dataset, size, records, spec, *, cache, training, augment, mix, pr
         augmenting = augment(seed) if augment is not None and not plain else None
         mixing = mix(seed) if mix is not None and not plain else None
 
-        def finish(images, labels):
+        def finish(images, labels, seeds=None):
             images = tf.cast(images, tf.float32)
             if augmenting is not None:
-                images = augmenting(images)
+                images = augmenting(images, seeds)
             if mixing is not None:
-                images, labels = mixing(images, labels)
+                images, labels = mixing(images, labels, seeds)
             return preprocess(images), labels
 
         return finish
 
-    def one_pass(order, plain=False, seed=spec.seed):
+    def ordered(order, plain=False):
         items = order(source) if shuffle and not plain else source
         if not cache:
             items = decoded(items)
-        return items.batch(spec.batch_size).map(finisher(seed, plain), num_parallel_calls=AUTOTUNE)
+        return items.batch(spec.batch_size)
+
+    def one_pass(order, plain=False):
+        return ordered(order, plain).map(finisher(spec.seed, plain), num_parallel_calls=AUTOTUNE)
 
     batches = one_pass(lambda items: items.shuffle(shuffle_buffer, seed=spec.seed,
                                                    reshuffle_each_iteration=True)).prefetch(AUTOTUNE)
@@ -171,22 +174,35 @@ def _pipeline(dataset, size, records, spec, *, cache, training, augment, mix, pr
         """Epochs `first_epoch` to `end_epoch - 1`, back to back, in one dataset; each epoch
         `passes` passes over the split (a budget in steps on few images: see the engine).
 
-        Epoch e's order depends on (seed, e, passes) only, not on how many epochs this
-        process has run: a run resumed at epoch e sees the batches the uninterrupted run saw.
-        (`batches` reshuffles with tf.data's seed generator, which advances with every
-        iterator made, and Keras makes more than one per epoch.) Pass
-        `steps_per_epoch=passes * ceil(examples / batch_size)` to `fit`. Seeds are Python
-        ints (tf.data refuses a traced seed once a global seed is set), so each epoch is its
-        own small pipeline, concatenated; its passes are one pipeline repeated, reshuffling
-        from the epoch's seed, so 500 passes are 25 pipelines, not 500.
+        Epoch e's order and augmentations depend on (seed, e, passes) only, not on how many
+        epochs this process has run: a run resumed at epoch e sees the batches the
+        uninterrupted run saw. (`batches` reshuffles with tf.data's seed generator, which
+        advances with every iterator made, and Keras makes more than one per epoch.) Pass
+        `steps_per_epoch=passes * ceil(examples / batch_size)` to `fit`. Shuffle seeds are
+        Python ints (tf.data refuses a traced seed once a global seed is set), so each epoch's
+        order is its own small pipeline, concatenated; its passes are one pipeline repeated,
+        reshuffling from the epoch's seed, so 500 passes are 25 pipelines, not 500. The
+        augmentation and mixing come after the concatenation, in one map, drawing from
+        stateless seeds made of the epoch's seed and the batch's number in the epoch
+        (`_BatchSeeds`): tracing that map costs a noticeable fraction of a second, once per
+        dataset rather than once per epoch.
         """
-        def epoch(number):
-            ordered = one_pass(lambda items: items.shuffle(shuffle_buffer, seed=epoch_seed(spec.seed, number),
-                                                           reshuffle_each_iteration=passes > 1),
-                               seed=epoch_seed(spec.seed, number))
-            return ordered if passes == 1 else ordered.repeat(passes)
+        finish = finisher(spec.seed)
 
-        return concatenated(epoch(number) for number in range(first_epoch, end_epoch)).prefetch(AUTOTUNE)
+        def epoch(number):
+            batches = ordered(lambda items: items.shuffle(shuffle_buffer, seed=epoch_seed(spec.seed, number),
+                                                          reshuffle_each_iteration=passes > 1))
+            if passes > 1:
+                batches = batches.repeat(passes)
+            seeds = tf.data.Dataset.from_tensors(tf.constant(epoch_seed(spec.seed, number), tf.int64)).repeat()
+            return tf.data.Dataset.zip(seeds, batches.enumerate())
+
+        def finish_numbered(seed, numbered):
+            number, (images, labels) = numbered
+            return finish(images, labels, _BatchSeeds(seed, number))
+
+        return concatenated(epoch(number) for number in range(first_epoch, end_epoch)).map(
+            finish_numbered, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
     return batches, epochs, one_pass(None, plain=True)
 
@@ -233,17 +249,64 @@ def _to_channels(image, channels):
                      f"need a fixed 1, 3 or 4 channels. Received: channels={channels}")
 
 
+class _BatchSeeds:
+    """The stateless seeds of one batch of `epochs`: `for_slot(s)` stands in for the seed
+    generator of the batch's s-th random layer (`SEED_SLOTS`), its k-th draw seeded
+    [epoch seed, (batch * SEED_SLOTS + s) * DRAWS_PER_SLOT + k], so no two draws of a run
+    share a seed and none depends on what ran before."""
+
+    DRAWS_PER_SLOT = 64
+
+    def __init__(self, epoch_seed_value, batch_number):
+        self.epoch_seed = epoch_seed_value
+        self.batch_number = batch_number
+
+    def for_slot(self, slot):
+        return _StatelessSeed(tf.stack([self.epoch_seed, (self.batch_number * SEED_SLOTS + slot)
+                                        * self.DRAWS_PER_SLOT]))
+
+
+class _StatelessSeed(keras.random.SeedGenerator):
+    """What a Keras layer's `generator` returns draws from, made from one seed tensor instead of
+    a state variable: Keras' random ops take a `SeedGenerator` or an int, not a seed tensor.
+    The k-th draw is seeded `seed + [0, k]` (a layer draws a few times per batch)."""
+
+    def __init__(self, seed):   # no super().__init__(): it would make the state variable
+        self.seed = seed
+        self.draws = 0
+
+    def next(self, ordered=True):
+        self.draws += 1
+        return self.seed + tf.constant([0, self.draws - 1], tf.int64)
+
+
+# Which seed slot each random layer (augmentations, then the mixers and the choice between
+# them) takes in a batch's `_BatchSeeds`.
+MIX_SLOTS = {"choice": len(AUGMENTATIONS), "MixUp": len(AUGMENTATIONS) + 1, "CutMix": len(AUGMENTATIONS) + 2}
+SEED_SLOTS = len(AUGMENTATIONS) + len(MIX_SLOTS)
+
+
+def _seeded(layer, seeds, slot):
+    """`layer`, drawing from `seeds`' slot `slot` if given, else from its own seed generator."""
+    if seeds is not None:
+        # The layer asks `_get_seed_generator()`, which returns this attribute; bypass Keras'
+        # attribute tracking (a stand-in is no state to save).
+        object.__setattr__(layer, "generator", seeds.for_slot(slot))
+    return layer
+
+
 def _augmenter(names, seed):
-    """A function applying the named augmentation layers, in `AUGMENTATIONS` order, to a batch."""
+    """A function applying the named augmentation layers, in `AUGMENTATIONS` order, to a batch;
+    given `_BatchSeeds`, each layer draws from its slot of them."""
     augmentation_layers = [
-        getattr(keras.layers, layer_name)(**arguments, seed=seed + position)
+        (position, getattr(keras.layers, layer_name)(**arguments, seed=seed + position))
         for position, (name, (layer_name, arguments)) in enumerate(AUGMENTATIONS.items())
         if name in names
     ]
 
-    def augment(images):
-        for layer in augmentation_layers:
-            images = layer(images, training=True)
+    def augment(images, seeds=None):
+        for position, layer in augmentation_layers:
+            images = _seeded(layer, seeds, position)(images, training=True)
         return images
 
     return augment
@@ -251,24 +314,29 @@ def _augmenter(names, seed):
 
 def _mixer(spec, num_classes, seed):
     """A function mixing a batch with Keras' `MixUp` / `CutMix` layers: (images in [0, 255], int
-    labels) -> (mixed images, soft labels). With both, each batch gets one, at random (timm's
-    Mixup picks between them per batch the same way)."""
+    labels, optional `_BatchSeeds`) -> (mixed images, soft labels). With both, each batch gets
+    one, at random (timm's Mixup picks between them per batch the same way)."""
     # CutMix calls its Beta(alpha, alpha) parameter `factor`.
     layers = [layer(**{argument: alpha}, seed=seed + offset)
               for offset, (layer, argument, alpha) in enumerate(((keras.layers.MixUp, "alpha", spec.mixup),
                                                                  (keras.layers.CutMix, "factor", spec.cutmix)),
                                                                 start=100) if alpha]
 
-    def apply(layer, images, labels):
-        mixed = layer({"images": images, "labels": labels}, training=True)
+    def apply(layer, images, labels, seeds):
+        mixed = _seeded(layer, seeds, MIX_SLOTS[type(layer).__name__])(
+            {"images": images, "labels": labels}, training=True)
         return mixed["images"], mixed["labels"]
 
-    def mix(images, labels):
+    def mix(images, labels, seeds=None):
         labels = tf.one_hot(labels, num_classes, dtype=tf.float32)
         if len(layers) == 1:
-            return apply(layers[0], images, labels)
-        return tf.cond(tf.random.uniform((), seed=seed) < 0.5, lambda: apply(layers[0], images, labels),
-                       lambda: apply(layers[1], images, labels))
+            return apply(layers[0], images, labels, seeds)
+        if seeds is None:
+            choice = tf.random.uniform((), seed=seed)
+        else:
+            choice = keras.random.uniform((), seed=seeds.for_slot(MIX_SLOTS["choice"]))
+        return tf.cond(choice < 0.5, lambda: apply(layers[0], images, labels, seeds),
+                       lambda: apply(layers[1], images, labels, seeds))
 
     return mix
 
