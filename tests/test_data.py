@@ -140,7 +140,6 @@ def test_augmentation_changes_only_the_training_split():
     np.testing.assert_array_equal(collect(plain.train)[0], collect(plain.train)[0])
 
 
-
 def test_augmented_epochs_are_the_same_whether_a_run_starts_there_or_resumes_there():
     # `train_epochs` augments after concatenating the epochs, from seeds made of (seed, epoch,
     # batch): epoch 2 must not depend on whether epochs 0 and 1 ran before it in this process.
@@ -163,6 +162,7 @@ def test_augmented_epochs_are_the_same_whether_a_run_starts_there_or_resumes_the
         assert labels.ndim == 2 and np.any((labels > 0) & (labels < 1))
     weights = [np.round(np.sort(labels.max(axis=1))[:8], 6).tobytes() for _, labels in from_start]
     assert len(set(weights)) == len(weights)
+
 
 # ## image folder
 
